@@ -1,0 +1,43 @@
+# Every target bootstraps .venv itself, so a fresh clone needs nothing but `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test unit integration lint demo bench soak run clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+unit: $(STAMP)
+	$(PY) -m pytest -q -m "not integration"
+
+integration: $(STAMP)
+	$(PY) -m pytest -q -m integration
+
+lint: $(STAMP)
+	$(PY) -m ruff check sidecar tests scripts
+	$(PY) -m ruff format --check sidecar tests scripts
+
+demo: $(STAMP)
+	$(PY) -m sidecar.demo
+
+bench: $(STAMP)
+	$(PY) scripts/bench.py
+
+soak: $(STAMP)
+	$(PY) scripts/soak.py
+
+run: $(STAMP)
+	$(PY) -m sidecar run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
