@@ -1,0 +1,76 @@
+"""Command line: ``pm-sidecar run`` (alias ``python -m sidecar run``) and ``pm-sidecar config``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sidecar import __version__
+from sidecar.config import Settings, load_settings_or_exit
+
+SETTINGS_HELP = """\
+All configuration comes from SIDECAR_* environment variables (or a .env file in the working
+directory); see .env.example for every setting with its default. The most used:
+
+  SIDECAR_WS_URL              market channel (default wss://ws-subscriptions-clob.polymarket.com/ws/market)
+  SIDECAR_REST_URL            REST base for quiet-token confirmation (default https://clob.polymarket.com)
+  SIDECAR_REDIS_URL           redis://host:port/db, rediss:// for TLS (default redis://127.0.0.1:6379/0)
+  SIDECAR_REDIS_PASSWORD      Redis password (never logged)
+  SIDECAR_KEY_PREFIX          prefix P of every Redis key (default pm:)
+  SIDECAR_METRICS_ADDR/PORT   /metrics, /healthz, /readyz (default 127.0.0.1:9464)
+  SIDECAR_MAX_TOKENS_PER_CONN tokens per socket (default 200)
+  SIDECAR_SILENCE_MAX_S       upper bound of a socket's data-silence threshold (default 120)
+  SIDECAR_QUIET_CONFIRM_S     REST re-confirmation period of quiet live quotes (default 30)
+  SIDECAR_ALIVE_TTL_S         TTL of P sidecar:alive (default 5)
+
+Exit codes: 0 clean stop (SIGTERM/SIGINT), 78 invalid configuration.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="pm-sidecar",
+        description="Polymarket market-channel sidecar: top-of-book quotes for each desired token, in Redis.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=SETTINGS_HELP,
+    )
+    parser.add_argument("--version", action="version", version=f"pm-sidecar {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser(
+        "run",
+        help="run the sidecar until SIGTERM/SIGINT",
+        description="Run the sidecar: read the desired set from Redis, hold the market-channel sockets, "
+        "write quotes to Redis. Stops cleanly on SIGTERM/SIGINT (quotes marked stale, alive key removed).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=SETTINGS_HELP,
+    )
+    sub.add_parser(
+        "config",
+        help="validate the configuration and print it (secrets masked)",
+        description="Validate SIDECAR_* settings and print the effective configuration; exit 78 if invalid.",
+    )
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    settings = load_settings_or_exit()
+    if args.command == "config":
+        return print_config(settings)
+    from sidecar.app import Runtime, configure_logging
+
+    configure_logging(settings.log_level)
+    return Runtime(settings).run()
+
+
+def print_config(settings: Settings) -> int:
+    for name, value in settings.model_dump().items():
+        if name == "redis_url":
+            value = settings.redis_url_redacted()
+        elif name == "redis_password" and value is not None:
+            value = "**********"
+        print(f"SIDECAR_{name.upper()}={value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

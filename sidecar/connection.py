@@ -1,0 +1,135 @@
+"""One WebSocket to the market channel: a reader thread and a sender thread, nothing clever.
+
+The reader hands every frame (as raw bytes, with its receive time) to the runtime's inbox and
+reports open/failed/closed; the sender drains a queue so that a stuck socket can never block the
+engine. All decisions (what to send, when a silent socket is dead) belong to the engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import websocket
+from websocket import ABNF
+
+log = logging.getLogger("sidecar.connection")
+
+Post = Callable[[tuple[Any, ...]], None]
+
+CONNECT_TIMEOUT_S = 10.0
+_STOP = object()
+
+
+class SocketRunner:
+    def __init__(self, conn_id: int, url: str, post: Post) -> None:
+        self.conn_id = conn_id
+        self.url = url
+        self._post = post
+        self._ws: websocket.WebSocket | None = None
+        self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._read, name=f"ws-{conn_id}-read", daemon=True)
+        self._sender = threading.Thread(target=self._send_loop, name=f"ws-{conn_id}-send", daemon=True)
+
+    def start(self) -> None:
+        self._reader.start()
+
+    def send(self, text: str) -> None:
+        self._outbox.put(text)
+
+    def close(self) -> None:
+        """Best-effort close frame, then tear the socket down so the reader wakes up."""
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        self._outbox.put(_STOP)
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                ws.sock.settimeout(0.2)  # type: ignore[union-attr]
+                ws.send_close()
+            with contextlib.suppress(Exception):
+                ws.abort()
+
+    def _read(self) -> None:
+        post = self._post
+        conn_id = self.conn_id
+        try:
+            ws = websocket.create_connection(
+                self.url,
+                timeout=CONNECT_TIMEOUT_S,
+                skip_utf8_validation=True,
+                enable_multithread=True,
+                suppress_origin=True,
+            )
+        except websocket.WebSocketBadStatusException as exc:
+            post(("failed", conn_id, f"http_{exc.status_code}", exc.status_code))
+            return
+        except Exception as exc:
+            post(("failed", conn_id, _classify(exc), None))
+            return
+        ws.settimeout(None)  # liveness is judged by the engine on data, never by a read timeout
+        self._ws = ws
+        if self._closing.is_set():
+            ws.shutdown()
+            post(("closed", conn_id, "local"))
+            return
+        self._sender.start()
+        post(("open", conn_id))
+        reason = "eof"
+        try:
+            recv = ws.recv_data
+            clock = time.monotonic
+            while True:
+                opcode, data = recv()
+                if opcode == ABNF.OPCODE_CLOSE:
+                    code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else 1005
+                    reason = f"close_{code}"
+                    text = data[2:].decode("utf-8", "replace")
+                    log.info("socket %d closed by server: %d %s", conn_id, code, text[:80])
+                    break
+                post(("frame", conn_id, data, clock()))
+        except websocket.WebSocketConnectionClosedException:
+            reason = "eof"
+        except Exception as exc:
+            reason = "local" if self._closing.is_set() else _classify(exc)
+        finally:
+            self._outbox.put(_STOP)
+            with contextlib.suppress(Exception):
+                ws.shutdown()
+            post(("closed", conn_id, "local" if self._closing.is_set() else reason))
+
+    def _send_loop(self) -> None:
+        while True:
+            item = self._outbox.get()
+            if item is _STOP:
+                return
+            ws = self._ws
+            if ws is None:
+                return
+            try:
+                ws.send(item)
+            except Exception as exc:  # the reader sees the broken socket and reports it
+                log.debug("send on socket %d failed: %r", self.conn_id, exc)
+                return
+
+
+def _classify(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | websocket.WebSocketTimeoutException):
+        return "timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, ConnectionResetError):
+        return "reset"
+    if isinstance(exc, OSError):
+        return "os_error"
+    if isinstance(exc, websocket.WebSocketException):
+        return "protocol_error"
+    return "error"

@@ -1,0 +1,87 @@
+"""Reads the autorun scheduler's desired set: every poll interval and at once on a nudge.
+
+The scheduler adds/removes ids in ``P desired`` and may publish on ``P desired:changed`` to skip
+the poll delay. This thread only reads; validation and capping happen in the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+log = logging.getLogger("sidecar.desired")
+
+Post = Callable[[tuple[Any, ...]], None]
+
+
+class DesiredReader:
+    def __init__(
+        self, client_factory: Callable[[], redis.Redis], prefix: str, poll_s: float, post: Post
+    ) -> None:
+        self._factory = client_factory
+        self._key = prefix + "desired"
+        self._channel = prefix + "desired:changed"
+        self._poll_s = poll_s
+        self._post = post
+        self._stop = threading.Event()
+        self.errors = 0
+        self.wrong_type = False
+        self._thread = threading.Thread(target=self._run, name="desired-reader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        backoff = 0.1
+        last: frozenset[bytes] | None = None
+        while not self._stop.is_set():
+            pubsub = None
+            try:
+                client = self._factory()
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self._channel)
+                last = None  # after a (re)connect, always hand the engine a fresh read
+                backoff = 0.1
+                while not self._stop.is_set():
+                    members = self._read(client)
+                    if members is not None and members != last:
+                        last = members
+                        self._post(("desired", members))
+                    # Returns early when the scheduler nudges us; drain bursts of nudges.
+                    msg = pubsub.get_message(timeout=self._poll_s)
+                    while msg is not None and not self._stop.is_set():
+                        msg = pubsub.get_message(timeout=0.0)
+            except redis.RedisError as exc:
+                self.errors += 1
+                if self.errors == 1 or self.errors % 50 == 0:
+                    log.warning("desired set: Redis unavailable (%d errors): %s", self.errors, exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:
+                        log.debug("pubsub close failed", exc_info=True)
+
+    def _read(self, client: redis.Redis) -> frozenset[bytes] | None:
+        try:
+            members = client.smembers(self._key)
+        except redis.ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            if not self.wrong_type:
+                log.error("%s is not a SET; keeping the last good desired set until it is", self._key)
+            self.wrong_type = True
+            return None
+        if self.wrong_type:
+            log.info("%s is a SET again", self._key)
+        self.wrong_type = False
+        return frozenset(members)  # type: ignore[arg-type]

@@ -1,0 +1,77 @@
+"""REST order-book fetches for quiet-token confirmation, under one process-wide rate budget.
+
+Published limits are far above what we use (``/books`` 500 requests / 10 s); we stay at a few
+requests a second and back off on 429/5xx. Failures are reported, never retried in a loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("sidecar.rest")
+
+Post = Callable[[tuple[Any, ...]], None]
+TIMEOUT_S = 5.0
+
+
+class RestClient:
+    def __init__(self, base_url: str, max_rps: float, post: Post) -> None:
+        self._url = base_url.rstrip("/") + "/books"
+        self._interval = 1.0 / max_rps
+        self._post = post
+        self._queue: queue.SimpleQueue[tuple[int, list[str]] | None] = queue.SimpleQueue()
+        self._next_at = 0.0
+        self._thread = threading.Thread(target=self._run, name="rest", daemon=True)
+        self.errors = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def fetch(self, request_id: int, tokens: list[str]) -> None:
+        self._queue.put((request_id, tokens))
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            request_id, tokens = item
+            wait = self._next_at - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self._next_at = time.monotonic() + self._interval
+            self._post(("rest", request_id, self._books(tokens)))
+
+    def _books(self, tokens: list[str]) -> list[Any] | None:
+        body = orjson.dumps([{"token_id": t} for t in tokens])
+        req = urllib.request.Request(
+            self._url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
+                data = orjson.loads(resp.read())
+            return data if isinstance(data, list) else None
+        except urllib.error.HTTPError as exc:
+            self._failed(f"HTTP {exc.code}")
+            if exc.code == 429 or exc.code >= 500:
+                self._next_at = time.monotonic() + 10.0  # let the budget refill
+        except (OSError, ValueError) as exc:
+            self._failed(str(exc))
+        return None
+
+    def _failed(self, what: str) -> None:
+        self.errors += 1
+        if self.errors == 1 or self.errors % 20 == 0:
+            log.warning("REST /books failed (%d so far): %s", self.errors, what)
