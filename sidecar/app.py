@@ -8,6 +8,7 @@ alive key, so a wedged loop is visible to systemd and to every worker.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import queue
@@ -91,6 +92,7 @@ class Runtime:
         s = self.settings
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.request_stop)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps every stack
         server, _ = serve(self.metrics, s.metrics_addr, s.metrics_port, self.health, self.ready)
         self.metrics_port = server.server_address[1]
         log.info(

@@ -56,6 +56,9 @@ class EngineCollector(Collector):
         families: dict[str, CounterMetricFamily] = {}
         for key, (name, doc, label) in COUNTERS.items():
             families[key] = CounterMetricFamily(f"{NS}_{name}", doc, labels=[label] if label else [])
+        for key, (_, _, label) in COUNTERS.items():
+            if label is None and (key, "") not in stats:
+                families[key].add_metric([], 0)  # unlabelled counters always have a sample
         for (key, label_value), value in stats.items():
             fam = families.get(key)
             if fam is None:
