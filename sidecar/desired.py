@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,10 @@ import redis
 log = logging.getLogger("sidecar.desired")
 
 Post = Callable[[tuple[Any, ...]], None]
+
+# After a reconnect, a missing desired key most likely means Redis restarted empty, not that
+# the scheduler wants nothing: keep the last set this long for the scheduler to rewrite it.
+RESTART_GRACE_S = 60.0
 
 
 class DesiredReader:
@@ -30,6 +35,7 @@ class DesiredReader:
         self._stop = threading.Event()
         self.errors = 0
         self.wrong_type = False
+        self.holding = False
         self._thread = threading.Thread(target=self._run, name="desired-reader", daemon=True)
 
     def start(self) -> None:
@@ -41,16 +47,32 @@ class DesiredReader:
     def _run(self) -> None:
         backoff = 0.1
         last: frozenset[bytes] | None = None
+        connects = 0
         while not self._stop.is_set():
             pubsub = None
             try:
                 client = self._factory()
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self._channel)
-                last = None  # after a (re)connect, always hand the engine a fresh read
+                connects += 1
+                grace_until = time.monotonic() + RESTART_GRACE_S if connects > 1 and last else 0.0
                 backoff = 0.1
                 while not self._stop.is_set():
                     members = self._read(client)
+                    # An empty set does not exist in Redis: "empty" and "vanished" look alike.
+                    if members is not None and not members and time.monotonic() < grace_until:
+                        if not self.holding:
+                            log.warning(
+                                "%s vanished after a Redis reconnect: keeping the last %d tokens "
+                                "for up to %.0fs until the scheduler rewrites it",
+                                self._key,
+                                len(last or ()),
+                                RESTART_GRACE_S,
+                            )
+                        self.holding = True
+                        members = None
+                    if members is not None:
+                        self.holding = False
                     if members is not None and members != last:
                         last = members
                         self._post(("desired", members))

@@ -614,10 +614,10 @@ class Engine:
             return False  # no trustworthy book yet; the next snapshot settles it
         self.stats["bbo_mismatch", ""] += 1
         self._rlog.warning(
-            f"bbo:{st.token}",
+            "bbo_mismatch",
             now,
             "token %s: server top %s/%s differs from local book %s/%s; resyncing",
-            st.token[:12],
+            st.token,
             best_bid,
             best_ask,
             st.book.bid_key,
@@ -741,10 +741,10 @@ class Engine:
                 continue  # the stream moved on after REST's snapshot: it is the newer truth
             self.stats["rest_confirm", "mismatch"] += 1
             self._rlog.warning(
-                f"rest_mismatch:{st.token}",
+                "rest_mismatch",
                 now,
                 "token %s: REST book differs from the socket's; applying it and redriving",
-                st.token[:12],
+                st.token,
             )
             st.book.replace(bids, asks)
             if rest_ts is not None:
@@ -880,10 +880,10 @@ class Engine:
             st.reason = "no_data"
             self._dirty.add(st.token)
             self._rlog.warning(
-                f"no_data:{st.token}",
+                "no_data",
                 now,
                 "token %s never delivered data after redrives and a move; retrying every %ds",
-                st.token[:12],
+                st.token,
                 int(REDRIVE_SLOW_S),
             )
         else:
@@ -896,9 +896,7 @@ class Engine:
         st.shard_id = shard.id
         st.sub_sent_at = now  # the confirm clock restarts with the move
         self.stats["moves", ""] += 1
-        log.warning(
-            "token %s never got data on shard %d: moving it to shard %d", st.token[:12], old, shard.id
-        )
+        log.warning("token %s never got data on shard %d: moving it to shard %d", st.token, old, shard.id)
         self._sync_shard(old, now)
         self._sync_shard(shard.id, now)
 
