@@ -210,6 +210,7 @@ class Runtime:
             "desired": len(engine.tokens),
             "live": int(summary["live"]),
             "pending": int(summary["pending"]),
+            "no_data": engine.no_data_count(),
             "quote_health": engine.quote_health(),
             "invalid_desired": engine.invalid_desired,
             "capped": engine.capped_desired,

@@ -234,6 +234,10 @@ class Engine:
         new = sorted(shard.tokens - conn.subscribed)
         if new:
             self._subscribe(conn, new, now)
+        if gone or (new and conn.data_seen):
+            log.info(
+                "socket %d: +%d -%d subscriptions, %d tokens", conn.id, len(new), len(gone), len(shard.tokens)
+            )
 
     def _subscribe(self, conn: Conn, tokens: list[str], now: float) -> None:
         for part in chunks(tokens, MAX_IDS_PER_FRAME):
@@ -306,6 +310,9 @@ class Engine:
         if shard is None or shard.conn_id != conn_id or not shard.tokens:
             self._request_close(conn, "unneeded", now)
             return
+        log.info(
+            "socket %d (shard %d) connected: subscribing %d tokens", conn_id, shard.id, len(shard.tokens)
+        )
         self._sync_shard(shard.id, now)
 
     def on_connect_failed(self, conn_id: int, reason: str, now: float, status: int | None = None) -> None:
@@ -955,6 +962,9 @@ class Engine:
                 out.append(QuoteWrite(token, {"updated_at": str(st.updated_at)}, False))
             self._touched = keep
         return out
+
+    def no_data_count(self) -> int:
+        return sum(1 for st in self.tokens.values() if st.reason == "no_data")
 
     def counts(self) -> Counter[str]:
         return Counter(st.status for st in self.tokens.values())

@@ -89,6 +89,11 @@ class EngineCollector(Collector):
             "pending_tokens", "Tokens subscribed but not yet confirmed by data.", snap.get("pending", 0)
         )
         yield gauge(
+            "no_data_tokens",
+            "Pending tokens that never delivered data despite redrives and a move (retried slowly).",
+            snap.get("no_data", 0),
+        )
+        yield gauge(
             "quote_health",
             "Share of desired tokens with a live (or resolved) quote.",
             snap.get("quote_health", 1.0),
