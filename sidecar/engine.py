@@ -383,8 +383,9 @@ class Engine:
                 st.status = STALE
                 st.reason = reason
                 self._dirty.add(token)
-            elif st.status == PENDING:
+            elif st.status == PENDING and st.reason != reason:
                 st.reason = reason
+                self._dirty.add(token)
             st.confirmed = False
             st.sub_sent_at = None
 
