@@ -42,11 +42,12 @@ class Book:
                     return False
                 self.bid_key = max(levels) if levels else None
                 return True
+            old = levels.get(key)
             levels[key] = (price, size)
             if best is None or key > best:
                 self.bid_key = key
                 return True
-            return key == best
+            return key == best and old != (price, size)
         levels, best = self.asks, self.ask_key
         if zero:
             if levels.pop(key, None) is None:
@@ -55,11 +56,12 @@ class Book:
                 return False
             self.ask_key = min(levels) if levels else None
             return True
+        old = levels.get(key)
         levels[key] = (price, size)
         if best is None or key < best:
             self.ask_key = key
             return True
-        return key == best
+        return key == best and old != (price, size)
 
     def top(self) -> Top:
         bid_key, ask_key = self.bid_key, self.ask_key

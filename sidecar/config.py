@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EX_CONFIG = 78
 
-PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 class Settings(BaseSettings):
@@ -81,8 +81,13 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
-        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        try:
+            parts.port  # noqa: B018 - raises on an out-of-range port
+        except ValueError:
+            raise ValueError("invalid port") from None
         return value
 
     @field_validator("log_level")
@@ -101,6 +106,11 @@ class Settings(BaseSettings):
             raise ValueError("SIDECAR_BACKOFF_MIN_S must not exceed SIDECAR_BACKOFF_MAX_S")
         return self
 
+    def __repr_args__(self):  # type: ignore[no-untyped-def]
+        """Secrets stay out of reprs and logs: the password inside the URL too."""
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name == "redis_url" else value)
+
     def redis_url_redacted(self) -> str:
         return redact_url(self.redis_url)
 
@@ -110,9 +120,7 @@ def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]  # keeps IPv6 brackets and the port as written
     user = f"{parts.username}:***@" if parts.username else ":***@"
     return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 

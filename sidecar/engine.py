@@ -134,6 +134,8 @@ class Engine:
         self._touched: set[str] = set()
         self._final: list[QuoteWrite] = []
         self._last_slow_check = now
+        self._frame_deltas = False
+        self._seq_floor = 0
         self._rlog = RateLimitedLog(log)
         self.stopping = False
 
@@ -186,7 +188,7 @@ class Engine:
     def _add_token(self, token: str, now: float, wall_ms: int) -> int:
         # seq starts from the wall clock in microseconds, so it keeps increasing across re-adds
         # and sidecar restarts (no token changes 1,000 times a millisecond).
-        st = TokenState(token, wall_ms * 1000, now)
+        st = TokenState(token, max(wall_ms * 1000, self._seq_floor), now)
         self.tokens[token] = st
         shard = self.shards.assign(token, now)
         st.shard_id = shard.id
@@ -201,6 +203,7 @@ class Engine:
         st.status = UNSUBSCRIBED
         st.reason = "removed_from_desired"
         st.seq += 1
+        self._seq_floor = max(self._seq_floor, st.seq)
         self._final.append(
             QuoteWrite(token, st.fields(self.epoch), True, expire_s=self.cfg.unsubscribed_ttl_s)
         )
@@ -464,6 +467,7 @@ class Engine:
             return
         self.stats["frames", "data"] += 1
         conn.last_pong_at = now  # any data proves the socket is alive
+        self._frame_deltas = False
         applied = 0
         for event in decoded:
             try:
@@ -480,7 +484,9 @@ class Engine:
                 )
         if applied:
             gap = now - conn.last_data_at
-            conn.gap_ewma = health.update_gap(conn.gap_ewma, gap) if conn.data_seen else None
+            if conn.data_seen and self._frame_deltas:
+                # Snapshot bursts (a split initial dump) say nothing about the usual event rate.
+                conn.gap_ewma = health.update_gap(conn.gap_ewma, gap)
             conn.last_data_at = now
             conn.data_seen = True
             if conn.probe_token is not None:
@@ -498,12 +504,6 @@ class Engine:
         if st is None or st.shard_id != conn.shard_id:
             self.stats["events", "filtered"] += 1
             return None
-        if not st.confirmed:
-            st.confirmed = True
-            st.confirmed_at = now
-            if st.sub_sent_at is not None:
-                self.observations.append(("confirm_latency", now - st.sub_sent_at))
-            st.redrives = 0
         if st.events:
             st.event_gap = health.update_gap(st.event_gap, now - st.last_event_at)
         st.events += 1
@@ -514,6 +514,8 @@ class Engine:
         if not isinstance(event, dict):
             raise Malformed("bad_event", "event is not an object")
         kind = event.get("event_type")
+        if kind != "book":
+            self._frame_deltas = True
         if kind == "price_change":
             self.stats["events", "price_change"] += 1
             return self._on_price_change(conn, event, now, wall_ms)
@@ -546,6 +548,13 @@ class Engine:
         raw_bids, raw_asks = protocol.book_sides(event)
         bids = protocol.parse_levels(raw_bids)
         asks = protocol.parse_levels(raw_asks)
+        if not st.confirmed:
+            # Only a snapshot confirms a subscription: deltas alone can never make a quote.
+            st.confirmed = True
+            st.confirmed_at = now
+            if st.sub_sent_at is not None:
+                self.observations.append(("confirm_latency", now - st.sub_sent_at))
+            st.redrives = 0
         st.book.replace(bids, asks)
         ts = protocol.timestamp_ms(event.get("timestamp"))
         if ts is not None:
@@ -720,7 +729,8 @@ class Engine:
         for summary in books:
             if not isinstance(summary, dict):
                 continue
-            st = self.tokens.get(summary.get("asset_id"))  # type: ignore[arg-type]
+            asset = summary.get("asset_id")
+            st = self.tokens.get(asset) if isinstance(asset, str) else None
             if st is None or st.status != LIVE:
                 continue
             try:

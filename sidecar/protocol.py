@@ -18,6 +18,10 @@ import orjson
 # Token ids are uint256 decimal strings; anything else must never reach the exchange.
 TOKEN_ID_RE = re.compile(r"[0-9]{1,100}")
 
+# Plain decimals only: " 0.5", "0.2_5" or non-ASCII digits parse as floats but must never be
+# published as prices.
+NUMBER_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?|\.[0-9]+")
+
 CONTROL_TEXTS = frozenset({"PONG", "INVALID OPERATION", "NO NEW ASSETS"})
 
 BUY = 0  # bid side
@@ -76,12 +80,9 @@ def price_key(price: Any) -> float:
     Floats are exact enough for *ordering and identity* of tick-grid prices ("0.5" and "0.50"
     map to the same key); the original strings are what gets written out.
     """
-    if not isinstance(price, str):
+    if not isinstance(price, str) or NUMBER_RE.fullmatch(price) is None:
         raise Malformed("bad_price", repr(price)[:40])
-    try:
-        value = float(price)
-    except ValueError:
-        raise Malformed("bad_price", price[:40]) from None
+    value = float(price)
     if not (0.0 <= value <= 1.0):  # also rejects NaN
         raise Malformed("bad_price", price[:40])
     return value
@@ -89,12 +90,9 @@ def price_key(price: Any) -> float:
 
 def size_value(size: Any) -> float:
     """Numeric value of a size string; finite and non-negative or :class:`Malformed`."""
-    if not isinstance(size, str):
+    if not isinstance(size, str) or NUMBER_RE.fullmatch(size) is None:
         raise Malformed("bad_size", repr(size)[:40])
-    try:
-        value = float(size)
-    except ValueError:
-        raise Malformed("bad_size", size[:40]) from None
+    value = float(size)
     if not (0.0 <= value < math.inf):  # rejects NaN, inf, negatives
         raise Malformed("bad_size", size[:40])
     return value
@@ -228,7 +226,7 @@ def server_best(value: Any, *, empty_marker: float) -> float | None:
 
 def timestamp_ms(value: Any) -> int | None:
     """Exchange timestamps are millisecond integers sent as strings."""
-    if isinstance(value, str) and value.isdigit() and len(value) <= 16:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 16:
         return int(value)
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**16:
         return value
