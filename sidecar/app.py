@@ -148,9 +148,11 @@ class Runtime:
             if now >= next_summary:
                 next_summary = now + SUMMARY_S
                 self._publish_summary(now, wall_ms)
-                if watchdog_every is not None and now >= next_watchdog:
-                    next_watchdog = now + watchdog_every
-                    self.notifier.watchdog()
+            if watchdog_every is not None and now >= next_watchdog:
+                # Fed from the loop that does the work, at half of WATCHDOG_USEC: a wedged loop
+                # stops the pings and systemd restarts us.
+                next_watchdog = now + watchdog_every
+                self.notifier.watchdog()
             if now >= next_log:
                 next_log = now + LOG_SUMMARY_S
                 log.info("%s", self._status_line())
