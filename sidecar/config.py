@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     backoff_max_s: PositiveFloat = 30.0
 
     # Health
-    silence_min_s: PositiveFloat = 5.0
+    silence_min_s: PositiveFloat = 1.0
     silence_max_s: PositiveFloat = 120.0
     probe_timeout_s: PositiveFloat = 10.0
     confirm_timeout_s: PositiveFloat = 20.0

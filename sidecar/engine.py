@@ -86,7 +86,7 @@ class EngineConfig:
     connect_spacing_s: float = 0.25
     backoff_min_s: float = 0.5
     backoff_max_s: float = 30.0
-    silence_min_s: float = 5.0
+    silence_min_s: float = 1.0
     silence_max_s: float = 120.0
     probe_timeout_s: float = 10.0
     confirm_timeout_s: float = 20.0
@@ -386,7 +386,7 @@ class Engine:
                 st.status = STALE
                 st.reason = reason
                 self._dirty.add(token)
-            elif st.status == PENDING and st.reason != reason:
+            elif st.status in (PENDING, STALE) and st.reason != reason:
                 st.reason = reason
                 self._dirty.add(token)
             st.confirmed = False
@@ -800,8 +800,10 @@ class Engine:
             self._check_tokens(now)
 
     def _check_silence(self, conn: Conn, shard: Shard, now: float) -> None:
-        """A socket is judged on data: silence past its own norm earns a probe (a redrive of one
-        token, which must bring a snapshot); a probe that brings nothing means a zombie."""
+        """A socket is judged on data. Silence past its own norm makes it suspect: tokens overdue
+        by their own rate stop being vouched for (stale) and are redriven as the probe, so a
+        healthy socket brings them back with fresh books within a round trip; quiet tokens stay
+        live and one of them is the probe. A probe that brings nothing means a zombie."""
         if conn.probe_token is not None:
             if now >= conn.probe_deadline:
                 self.stats["probes", "failed"] += 1
@@ -816,17 +818,29 @@ class Engine:
         watched = [t for t in conn.subscribed if self.tokens[t].status in (LIVE, RESYNCING)]
         if not watched:
             return  # nothing there is expected to talk (all pending or resolved)
-        token = min(watched, key=lambda t: self.tokens[t].last_event_at)
-        conn.probe_token = token
+        lo = self.cfg.silence_min_s
+        suspect = []
+        for token in watched:
+            st = self.tokens[token]
+            if health.overdue(st.event_gap, st.events, now - st.last_event_at, lo):
+                suspect.append(token)
+                if st.status == LIVE:
+                    st.status = STALE
+                    st.reason = "silence_suspected"
+                    self._dirty.add(token)
+        probe = suspect or [min(watched, key=lambda t: self.tokens[t].last_event_at)]
+        conn.probe_token = probe[0]
         conn.probe_deadline = now + self.cfg.probe_timeout_s
         self.stats["probes", "sent"] += 1
         log.info(
-            "socket %d quiet for %.1fs (threshold %.1fs): probing with a redrive",
+            "socket %d silent for %.1fs (threshold %.1fs): %d overdue tokens stale, probing with %d redrives",
             conn.id,
             now - conn.last_data_at,
             threshold,
+            len(suspect),
+            len(probe),
         )
-        self._redrive([token], "probe", now)
+        self._redrive(probe, "probe", now)
 
     def _check_tokens(self, now: float) -> None:
         redrive: dict[str, list[str]] = {}

@@ -13,6 +13,8 @@ GAP_ALPHA = 0.1  # weight of the newest inter-event gap in the EWMA
 SILENCE_FACTOR = 20.0  # a socket is suspect after this many of its usual gaps without data
 STALL_FACTOR = 30.0  # a token is stalled after this many of its usual gaps without events
 STALL_MIN_S = 30.0
+OVERDUE_FACTOR = 5.0  # on a silent socket, a token this many of its gaps late is not vouched for
+OVERDUE_MIN_EVENTS = 3
 STALL_MIN_EVENTS = 10  # no per-token norm before this many events
 STALL_BACKOFF_S = 60.0
 STALL_BACKOFF_MAX_S = 3600.0
@@ -39,6 +41,14 @@ def stall_threshold(gap_ewma: float | None, events: int, hi: float) -> float | N
     if gap_ewma is None or events < STALL_MIN_EVENTS:
         return None
     return min(max(STALL_MIN_S, STALL_FACTOR * gap_ewma), max(hi, STALL_MIN_S))
+
+
+def overdue(gap_ewma: float | None, events: int, idle: float, lo: float) -> bool:
+    """On a socket gone silent, is this token's own silence abnormal? Quiet tokens are not: their
+    quote is very likely still right, so they stay live and do not flap."""
+    if gap_ewma is None or events < OVERDUE_MIN_EVENTS:
+        return False
+    return idle > max(lo, OVERDUE_FACTOR * gap_ewma)
 
 
 def stall_backoff(redrives: int) -> float:

@@ -762,12 +762,17 @@ def test_silent_socket_is_probed_and_data_proves_it_alive() -> None:
     m = s.mark()
     s.run_for(19)  # threshold = 20 x 1 s gaps
     assert s.ops(m) == []
-    s.tick_at(T0 + 40)
-    assert s.ops(m) == [(conn, "unsubscribe", [B]), (conn, "subscribe", [B])]  # the quietest token
+    writes = by_token(s.tick_at(T0 + 40))
+    # A (one event a second) is 20 of its gaps late: no longer vouched for, and it is the probe.
+    # B (no event rate yet, so quiet) stays live.
+    assert s.ops(m) == [(conn, "unsubscribe", [A]), (conn, "subscribe", [A])]
+    assert (writes[A].fields["status"], writes[A].fields["reason"]) == ("stale", "silence_suspected")
+    assert B not in writes and s.status(B) == "live"
     assert s.stat("probes", "sent") == 1
     s.now = T0 + 41
-    s.frame(conn, book_ev(B), trade_ev(B, "0.5", "1", "BUY"))  # the snapshot the redrive asked for
+    s.frame(conn, book_ev(A), trade_ev(A, "0.5", "1", "BUY"))  # the snapshot the redrive asked for
     assert s.stat("probes", "ok") == 1
+    assert s.status(A) == "live", "a fresh book makes it live again"
     assert s.engine.conns[conn].quiet_mult == 2.0
     m = s.mark()
     # gap EWMA 1 + 0.1 x (21 - 1) = 3 s -> 60 s, doubled by the quiet multiplier -> 120 s
@@ -775,6 +780,8 @@ def test_silent_socket_is_probed_and_data_proves_it_alive() -> None:
     assert s.ops(m) == []
     s.tick_at(T0 + 161)
     assert s.ops(m) == [(conn, "unsubscribe", [A]), (conn, "subscribe", [A])]
+    s.now = T0 + 162
+    s.frame(conn, book_ev(A))
     assert s.opens() == s.opens()[:1]
     assert s.closes() == []
     assert total(s, "reconnects") == 0
@@ -850,8 +857,8 @@ def test_removing_the_probed_token_cancels_its_probe() -> None:
     s = Sim()
     busy_then_silent(s)
     s.run_for(20)
-    assert s.stat("probes", "sent") == 1  # probing with B at T0+40
-    s.desired([A])  # B leaves while its probe is in flight
+    assert s.stat("probes", "sent") == 1  # probing with overdue A at T0+40
+    s.desired([B])  # A leaves while its probe is in flight
     s.run_for(10)  # past the old probe's deadline
     assert s.stat("probes", "failed") == 0
     assert total(s, "reconnects") == 0
@@ -866,8 +873,9 @@ def test_removing_another_token_keeps_the_probe() -> None:
         s.frame(conn, legacy_pc_ev(A, [("0.3", "BUY", str(k))]))
     s.run_for(20)
     probed = s.engine.conns[conn].probe_token
-    assert probed in (B, C)
-    s.desired([A, probed])  # the other quiet token leaves
+    assert probed == A  # the overdue token is the probe; quiet B and C stay live
+    assert s.status(B) == s.status(C) == "live"
+    s.desired([A, C])  # a quiet token leaves
     s.run_for(10)
     assert s.stat("probes", "failed") == 1
     assert s.stat("reconnects", "silence") == 1
