@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from sidecar.config import Settings
 
@@ -15,6 +17,9 @@ def make_client(settings: Settings, *, timeout_s: float = 5.0, **extra: Any) -> 
         "socket_connect_timeout": 2.0,
         "retry_on_timeout": False,
         "client_name": "pm-sidecar",
+        # No silent retries: a reconnect hidden inside redis-py would hide a Redis restart, and
+        # the writer must see it to rewrite everything. Callers back off and retry themselves.
+        "retry": Retry(NoBackoff(), 0),
     }
     if settings.redis_password is not None:
         kwargs["password"] = settings.redis_password.get_secret_value()

@@ -50,6 +50,7 @@ class QuoteWriter:
         self._epoch = ""
         self._client: redis.Redis | None = None
         self._needs_rewrite = False
+        self._summary_written = False
         self.connected = False
         self.ever_connected = threading.Event()
         self.errors = 0
@@ -220,8 +221,17 @@ class QuoteWriter:
             pipe.hset(prefix + "sidecar", mapping=summary)
             pipe.set(prefix + "sidecar:alive", summary.get("epoch", ""), ex=self._alive_ttl)
         started = time.monotonic()
-        pipe.execute()
+        results = pipe.execute()
         done = time.monotonic()
+        if summary is not None:
+            # HSET returns how many fields it created: after our first summary, anything but 0
+            # means the hash vanished (restart, failover, flush): put everything back.
+            if self._summary_written and results[-2]:
+                log.warning("Redis lost our keys (restart or flush): rewriting the full state")
+                with self._lock:
+                    self._needs_rewrite = True
+                self._wake.set()
+            self._summary_written = True
         self.flushes += 1
         self.written += len(items)
         m = self._metrics
