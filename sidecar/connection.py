@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import socket
 import struct
 import threading
 import time
@@ -52,11 +53,14 @@ class SocketRunner:
         self._outbox.put(_STOP)
         ws = self._ws
         if ws is not None:
+            sock = ws.sock
             with contextlib.suppress(Exception):
-                ws.sock.settimeout(0.2)  # type: ignore[union-attr]
+                sock.settimeout(0.2)  # type: ignore[union-attr]
                 ws.send_close()
+            # ws.abort() is a no-op once send_close() has cleared ws.connected: shut the socket
+            # down ourselves, which wakes a reader blocked in recv() at once.
             with contextlib.suppress(Exception):
-                ws.abort()
+                sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
 
     def _read(self) -> None:
         post = self._post
