@@ -31,6 +31,7 @@ RETIRE_GRACE_S = 10.0  # how long a replaced socket may linger before it is clos
 REST_BATCH = 500
 REDRIVE_SLOW_S = 300.0  # retry period for a token whose redrive and move budget is spent
 TOUCH_INTERVAL_S = 1.0  # updated_at-only refreshes, at most this often per token
+TOUCH_SCAN_S = 0.05  # how often the touched set is scanned for refreshes that are due
 SLOW_CHECK_S = 1.0
 
 
@@ -134,6 +135,7 @@ class Engine:
         self._touched: set[str] = set()
         self._final: list[QuoteWrite] = []
         self._last_slow_check = now
+        self._next_touch_scan = now
         self._frame_deltas = False
         self._seq_floor = 0
         self._rlog = RateLimitedLog(log)
@@ -974,7 +976,8 @@ class Engine:
             )
             st.fresh = False
         self._dirty.clear()
-        if self._touched:
+        if self._touched and now >= self._next_touch_scan:
+            self._next_touch_scan = now + TOUCH_SCAN_S
             keep: set[str] = set()
             for token in self._touched:
                 st = self.tokens.get(token)

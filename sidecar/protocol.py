@@ -74,12 +74,27 @@ def decode_frame(data: bytes | str) -> list[Any] | Control:
     raise Malformed("bad_json", "top level is not an object or array")
 
 
+_PRICE_KEYS: dict[str, float] = {}  # valid price strings seen so far (tick grids: a few hundred)
+_PRICE_KEYS_MAX = 100_000
+
+
 def price_key(price: Any) -> float:
     """Numeric key of a price string; validates it is a finite price in [0, 1].
 
     Floats are exact enough for *ordering and identity* of tick-grid prices ("0.5" and "0.50"
     map to the same key); the original strings are what gets written out.
     """
+    key = _PRICE_KEYS.get(price) if type(price) is str else None
+    if key is not None:
+        return key
+    key = _price_key(price)  # raises Malformed: invalid strings are never cached
+    if len(_PRICE_KEYS) >= _PRICE_KEYS_MAX:
+        _PRICE_KEYS.clear()
+    _PRICE_KEYS[price] = key
+    return key
+
+
+def _price_key(price: Any) -> float:
     if not isinstance(price, str) or NUMBER_RE.fullmatch(price) is None:
         raise Malformed("bad_price", repr(price)[:40])
     value = float(price)
