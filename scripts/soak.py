@@ -34,7 +34,6 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,6 @@ if str(REPO) not in sys.path:
 
 import orjson  # noqa: E402
 import redis  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 P = "pm:"
 TOP_FIELDS = ("status", "bid", "bid_size", "ask", "ask_size")
@@ -83,13 +81,9 @@ def proc_status(pid: int) -> tuple[float, int]:
 
 
 def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return out
+    from tests.helpers import scrape_metrics
+
+    return scrape_metrics(port)
 
 
 def total(snap: dict[str, Any], name: str, **labels: str) -> float:

@@ -8,11 +8,13 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 T = TypeVar("T")
 
@@ -30,6 +32,20 @@ def wait_for(cond: Callable[[], T], timeout: float = 10.0, interval: float = 0.0
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what or cond}; last={last!r}")
         time.sleep(interval)
+
+
+Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
+
+
+def scrape_metrics(port: int) -> Samples:
+    """Parse /metrics properly (never grep it): sample name -> {sorted labels: value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
 
 
 def free_port() -> int:

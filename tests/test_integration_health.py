@@ -13,7 +13,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.sim import Simulator
-from tests.helpers import SidecarProcess, wait_for
+from tests.helpers import Samples, SidecarProcess, scrape_metrics, wait_for
 from tests.test_integration_core import all_match, quote
 
 pytestmark = pytest.mark.integration
@@ -21,15 +21,8 @@ pytestmark = pytest.mark.integration
 P = "pm:"
 
 
-def scrape(proc: SidecarProcess) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    """Parse /metrics properly: family sample name → {labels: value}."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return out
+def scrape(proc: SidecarProcess) -> Samples:
+    return scrape_metrics(proc.metrics_port)
 
 
 def metric(proc: SidecarProcess, name: str, **labels: str) -> float:
