@@ -68,7 +68,7 @@ def main() -> int:
         print(
             f"quiet run: {len(tokens)} tokens on 2 sockets, per-token event rates between "
             f"1/{1 / min(rates.values()):.0f} and {max(rates.values())} per s, {args.minutes:.0f} min, "
-            "default silence settings (SILENCE_MIN_S=1, SILENCE_MAX_S=120, QUIET_CONFIRM_S=30)",
+            "default silence settings (SILENCE_MIN_S=0.5, SILENCE_MAX_S=120, QUIET_CONFIRM_S=30)",
             flush=True,
         )
         start = time.monotonic()

@@ -41,9 +41,9 @@ class Settings(BaseSettings):
     backoff_max_s: PositiveFloat = 30.0
 
     # Health
-    silence_min_s: PositiveFloat = 1.0
+    silence_min_s: PositiveFloat = 0.5
     silence_max_s: PositiveFloat = 120.0
-    probe_timeout_s: PositiveFloat = 10.0
+    probe_timeout_s: PositiveFloat = 3.0
     confirm_timeout_s: PositiveFloat = 20.0
     redrive_max: Annotated[int, Field(ge=0)] = 2
     quiet_confirm_s: PositiveFloat = 30.0

@@ -87,9 +87,9 @@ class EngineConfig:
     connect_spacing_s: float = 0.25
     backoff_min_s: float = 0.5
     backoff_max_s: float = 30.0
-    silence_min_s: float = 1.0
+    silence_min_s: float = 0.5
     silence_max_s: float = 120.0
-    probe_timeout_s: float = 10.0
+    probe_timeout_s: float = 3.0
     confirm_timeout_s: float = 20.0
     redrive_max: int = 2
     quiet_confirm_s: float = 30.0
@@ -811,6 +811,10 @@ class Engine:
                 self.stats["probes", "failed"] += 1
                 conn.probe_token = None
                 self._replace(conn, "silence", now)
+                return
+            late = self._stale_overdue(conn, now)  # tokens falling overdue while the probe is out
+            if late:
+                self._redrive(late, "probe", now)
             return
         threshold = health.silence_threshold(
             conn.gap_ewma, conn.quiet_mult, self.cfg.silence_min_s, self.cfg.silence_max_s
@@ -820,16 +824,7 @@ class Engine:
         watched = [t for t in conn.subscribed if self.tokens[t].status in (LIVE, RESYNCING)]
         if not watched:
             return  # nothing there is expected to talk (all pending or resolved)
-        lo = self.cfg.silence_min_s
-        suspect = []
-        for token in watched:
-            st = self.tokens[token]
-            if health.overdue(st.event_gap, st.events, now - st.last_event_at, lo):
-                suspect.append(token)
-                if st.status == LIVE:
-                    st.status = STALE
-                    st.reason = "silence_suspected"
-                    self._dirty.add(token)
+        suspect = self._stale_overdue(conn, now)
         probe = suspect or [min(watched, key=lambda t: self.tokens[t].last_event_at)]
         conn.probe_token = probe[0]
         conn.probe_deadline = now + self.cfg.probe_timeout_s
@@ -843,6 +838,19 @@ class Engine:
             len(probe),
         )
         self._redrive(probe, "probe", now)
+
+    def _stale_overdue(self, conn: Conn, now: float) -> list[str]:
+        """Live tokens on a suspect socket that are overdue by their own rate: no longer vouched for."""
+        lo = self.cfg.silence_min_s
+        out = []
+        for token in conn.subscribed:
+            st = self.tokens[token]
+            if st.status == LIVE and health.overdue(st.event_gap, st.events, now - st.last_event_at, lo):
+                st.status = STALE
+                st.reason = "silence_suspected"
+                self._dirty.add(token)
+                out.append(token)
+        return out
 
     def _check_tokens(self, now: float) -> None:
         redrive: dict[str, list[str]] = {}

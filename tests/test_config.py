@@ -35,9 +35,9 @@ def test_defaults() -> None:
     assert s.connect_spacing_s == 0.25
     assert s.backoff_min_s == 0.5
     assert s.backoff_max_s == 30.0
-    assert s.silence_min_s == 1.0
+    assert s.silence_min_s == 0.5
     assert s.silence_max_s == 120.0
-    assert s.probe_timeout_s == 10.0
+    assert s.probe_timeout_s == 3.0
     assert s.confirm_timeout_s == 20.0
     assert s.redrive_max == 2
     assert s.quiet_confirm_s == 30.0

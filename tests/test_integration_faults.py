@@ -943,7 +943,7 @@ def test_no_quote_is_live_and_wrong_for_more_than_a_second_under_faults(
     tokens = new_tokens(sim, 10)
     r = redis_server.client()
     r.sadd(P + "desired", *tokens)
-    # The default silence_min_s (1 s) is what bounds a zombie: once its socket is suspect, busy
+    # The default silence_min_s (0.5 s) is what bounds a zombie: once its socket is suspect, busy
     # tokens go stale at once, whatever the probe timeout (kept short here only for test speed).
     proc = sidecar(
         max_tokens_per_conn=10,
