@@ -47,6 +47,14 @@ class BufferedWebSocket(websocket.WebSocket):
         self._rview = memoryview(self._rarea)
         super().__init__(*args, **kwargs)
 
+    def shutdown(self) -> None:
+        super().shutdown()
+        # Free the read buffer now: the library's frame parser holds our bound _recv, a reference
+        # cycle that would keep 256 KiB per closed socket alive until a full garbage collection.
+        self._rbuf = b""
+        self._rarea = bytearray(0)
+        self._rview = memoryview(self._rarea)
+
     def _recv(self, bufsize: int) -> bytes:
         buf, pos = self._rbuf, self._rpos
         if pos >= len(buf):
