@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import faulthandler
 import logging
-import os
 import queue
 import signal
 import threading
@@ -195,7 +194,8 @@ class Runtime:
 
     def _publish_summary(self, now: float, wall_ms: int) -> None:
         engine = self.engine
-        summary = engine.summary(wall_ms, __version__)
+        counts = engine.counts()  # one pass over the tokens for the summary and the metrics
+        summary = engine.summary(wall_ms, __version__, counts)
         self.writer.submit_summary(summary)
         for name, value in engine.observations:
             if name == "confirm_latency":
@@ -207,13 +207,13 @@ class Runtime:
             "version": __version__,
             "epoch": self.epoch,
             "stats": dict(engine.stats),
-            "statuses": dict(engine.counts()),
+            "statuses": dict(counts),
             "sockets": dict(engine.connection_states()),
             "desired": len(engine.tokens),
             "live": int(summary["live"]),
             "pending": int(summary["pending"]),
             "no_data": engine.no_data_count(),
-            "quote_health": engine.quote_health(),
+            "quote_health": engine.quote_health(counts),
             "invalid_desired": engine.invalid_desired,
             "capped": engine.capped_desired,
             "oldest_live_age": engine.oldest_live_age(wall_ms),
@@ -271,11 +271,6 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=None,
     )
     # redis-py / websocket-client chatter is not useful at INFO
     logging.getLogger("websocket").setLevel(logging.WARNING)
-
-
-def pid() -> int:
-    return os.getpid()

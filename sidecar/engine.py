@@ -14,7 +14,7 @@ import logging
 import random
 from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sidecar import health, protocol
@@ -95,12 +95,10 @@ class EngineConfig:
     quiet_confirm_s: float = 30.0
     rest_enabled: bool = True
     unsubscribed_ttl_s: int = 300
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, s: Any) -> EngineConfig:
-        names = [f for f in cls.__dataclass_fields__ if f != "extra"]
-        return cls(**{n: getattr(s, n) for n in names})
+        return cls(**{n: getattr(s, n) for n in cls.__dataclass_fields__})
 
 
 class Engine:
@@ -1005,8 +1003,10 @@ class Engine:
     def counts(self) -> Counter[str]:
         return Counter(st.status for st in self.tokens.values())
 
-    def summary(self, wall_ms: int, version: str) -> dict[str, str]:
-        counts = self.counts()
+    def summary(self, wall_ms: int, version: str, counts: Counter[str] | None = None) -> dict[str, str]:
+        """``counts`` (from :meth:`counts`) may be passed in so one pass over the tokens serves all."""
+        if counts is None:
+            counts = self.counts()
         desired = len(self.tokens)
         healthy = counts[LIVE] + counts[RESOLVED]
         up = sum(
@@ -1034,10 +1034,11 @@ class Engine:
             "capped_desired": str(self.capped_desired),
         }
 
-    def quote_health(self) -> float:
+    def quote_health(self, counts: Counter[str] | None = None) -> float:
         if not self.tokens:
             return 1.0
-        counts = self.counts()
+        if counts is None:
+            counts = self.counts()
         return (counts[LIVE] + counts[RESOLVED]) / len(self.tokens)
 
     def socket_ages(self, now: float) -> dict[int, float]:
