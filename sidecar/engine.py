@@ -413,7 +413,7 @@ class Engine:
         self._stale_shard(shard, reason)
         shard.next_attempt_at = now
         self.open_queue.appendleft(shard.id)
-        conn.probe_deadline = now + RETIRE_GRACE_S  # reused as the retire deadline
+        conn.retire_at = now + RETIRE_GRACE_S
 
     def _retire_done(self, shard: Shard, now: float, force: bool = False) -> None:
         for conn_id in list(shard.retiring):
@@ -421,7 +421,7 @@ class Engine:
             if old is None:
                 shard.retiring.discard(conn_id)
                 continue
-            if force or now >= old.probe_deadline:
+            if force or now >= old.retire_at:
                 shard.retiring.discard(conn_id)
                 self.conns.pop(conn_id, None)
                 self._actions.append(Close(conn_id, old.close_reason or "replaced"))

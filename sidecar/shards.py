@@ -27,6 +27,7 @@ class Conn:
         "probe_deadline",
         "probe_token",
         "quiet_mult",
+        "retire_at",
         "shard_id",
         "state",
         "subscribed",
@@ -47,6 +48,7 @@ class Conn:
         self.quiet_mult = 1.0
         self.probe_token: str | None = None
         self.probe_deadline = 0.0
+        self.retire_at = 0.0  # when a replaced socket is closed even if its successor is not up
         self.close_reason = ""
 
 
