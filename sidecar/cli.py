@@ -56,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings_or_exit()
     if args.command == "config":
         return print_config(settings)
+    from sidecar import allocator
     from sidecar.app import Runtime, configure_logging
 
     configure_logging(settings.log_level)
+    allocator.tune()
     return Runtime(settings).run()
 
 
