@@ -60,6 +60,23 @@ def new_tokens(sim: Simulator, markets: int) -> list[str]:
     return [t for m in ids for t in by_market[m]]
 
 
+def start_live(
+    redis_server: RedisServer,
+    sim: Simulator,
+    sidecar: Callable[..., SidecarProcess],
+    markets: int,
+    **settings: Any,
+) -> tuple[list[str], redis.Redis, SidecarProcess]:
+    """The tokens of `markets` new markets desired, the sidecar started with `settings`, and every
+    quote live and equal to the truth: where most fault tests begin."""
+    tokens = new_tokens(sim, markets)
+    r = redis_server.client()
+    r.sadd(P + "desired", *tokens)
+    proc = sidecar(**settings)
+    wait_for(lambda: all_match(r, sim, tokens), 15, what="live")
+    return tokens, r, proc
+
+
 def http_get(proc: SidecarProcess, path: str) -> tuple[int, bytes]:
     """(status, body); status 0 while nothing listens yet."""
     url = f"http://127.0.0.1:{proc.metrics_port}{path}"
@@ -280,11 +297,7 @@ def test_redis_restarted_while_stalled_keeps_the_desired_set(
     redis_server: RedisServer, sim: Simulator, sidecar
 ) -> None:
     """A hung Redis gets restarted by its supervisor while the sidecar's reads wait on it."""
-    tokens = new_tokens(sim, 2)
-    r = redis_server.client()
-    r.sadd(P + "desired", *tokens)
-    proc = sidecar(desired_poll_s=0.2)
-    wait_for(lambda: all_match(r, sim, tokens), 10, what="live")
+    tokens, r, proc = start_live(redis_server, sim, sidecar, 2, desired_poll_s=0.2)
     r.execute_command("CLIENT", "PAUSE", "10000", "ALL")
     # Nothing can be observed inside a paused Redis (CLIENT LIST waits too); the desired reader
     # polls every 0.2 s, so after 1 s it is certainly waiting on its SMEMBERS.
@@ -520,12 +533,8 @@ def test_huge_desired_set_is_capped_and_never_floods_the_exchange(
 def test_desired_key_of_the_wrong_type_keeps_the_last_good_set(
     redis_server: RedisServer, sim: Simulator, sidecar
 ) -> None:
-    tokens = new_tokens(sim, 2)
     key = P + "desired"
-    r = redis_server.client()
-    r.sadd(key, *tokens)
-    proc = sidecar(desired_poll_s=0.1)
-    wait_for(lambda: all_match(r, sim, tokens), 10, what="live")
+    tokens, r, proc = start_live(redis_server, sim, sidecar, 2, desired_poll_s=0.1)
 
     def replace(build: Callable[[redis.client.Pipeline], Any]) -> None:
         pipe = r.pipeline(transaction=True)  # never an empty/missing key in between
@@ -637,13 +646,11 @@ def test_handshake_429_storm_is_paced_and_recovers(
 def test_closes_drops_and_5xx_handshakes_recover_without_touching_other_sockets(
     redis_server: RedisServer, sim: Simulator, sidecar
 ) -> None:
-    tokens = new_tokens(sim, 4)
-    r = redis_server.client()
     listener = QuoteListener(redis_server)
-    r.sadd(P + "desired", *tokens)
-    proc = sidecar(max_tokens_per_conn=4, backoff_min_s=0.2, backoff_max_s=1.0)
     try:
-        wait_for(lambda: all_match(r, sim, tokens), 10, what="live")
+        tokens, r, proc = start_live(
+            redis_server, sim, sidecar, 4, max_tokens_per_conn=4, backoff_min_s=0.2, backoff_max_s=1.0
+        )
         first = sim.conn_for(tokens[0])
         other = sim.conn_for(tokens[4])
         assert first is not None and other is not None and first.id != other.id
@@ -699,13 +706,11 @@ def test_closes_drops_and_5xx_handshakes_recover_without_touching_other_sockets(
 def test_half_open_invalid_operation_and_slow_frames(
     redis_server: RedisServer, sim: Simulator, sidecar
 ) -> None:
-    tokens = new_tokens(sim, 2)
-    r = redis_server.client()
     listener = QuoteListener(redis_server)
-    r.sadd(P + "desired", *tokens)
-    proc = sidecar(ping_interval_s=0.3, pong_timeout_s=1.5, silence_max_s=60)
     try:
-        wait_for(lambda: all_match(r, sim, tokens), 10, what="live")
+        tokens, r, proc = start_live(
+            redis_server, sim, sidecar, 2, ping_interval_s=0.3, pong_timeout_s=1.5, silence_max_s=60
+        )
         conn = sim.conn_for(tokens[0])
         assert conn is not None
         # Control texts are counted, nothing else happens.
@@ -751,11 +756,7 @@ def test_half_open_invalid_operation_and_slow_frames(
 def test_sigint_marks_quotes_stale_and_removes_alive_key(
     redis_server: RedisServer, sim: Simulator, sidecar
 ) -> None:
-    tokens = new_tokens(sim, 1)
-    r = redis_server.client()
-    r.sadd(P + "desired", *tokens)
-    proc = sidecar()
-    wait_for(lambda: all_match(r, sim, tokens), 10, what="live")
+    tokens, r, proc = start_live(redis_server, sim, sidecar, 1)
     assert r.exists(P + "sidecar:alive")
     started = time.monotonic()
     code = proc.terminate(signal.SIGINT, timeout=5)
@@ -940,12 +941,13 @@ class TruthWatch(threading.Thread):
 def test_no_quote_is_live_and_wrong_for_more_than_a_second_under_faults(
     redis_server: RedisServer, sim: Simulator, sidecar
 ) -> None:
-    tokens = new_tokens(sim, 10)
-    r = redis_server.client()
-    r.sadd(P + "desired", *tokens)
     # The default silence_min_s (0.5 s) is what bounds a zombie: once its socket is suspect, busy
     # tokens go stale at once, whatever the probe timeout (kept short here only for test speed).
-    proc = sidecar(
+    tokens, r, proc = start_live(
+        redis_server,
+        sim,
+        sidecar,
+        10,
         max_tokens_per_conn=10,
         silence_max_s=5,
         probe_timeout_s=1.5,
@@ -954,7 +956,6 @@ def test_no_quote_is_live_and_wrong_for_more_than_a_second_under_faults(
         backoff_min_s=0.2,
         backoff_max_s=1.0,
     )
-    wait_for(lambda: all_match(r, sim, tokens), 15, what="live")
     sim.start_activity(150, tokens)
     watch = TruthWatch(redis_server, sim, tokens)
     watch.start()
