@@ -11,8 +11,9 @@ the soak:
   the heap and fragment it instead of being mapped and unmapped;
 * freed heap pages inside an arena are only returned by ``malloc_trim``.
 
-So: two arenas, a fixed mmap threshold, and a trim after bursts. An operator's own ``MALLOC_*``
-environment variables win over the first two. On other C libraries (musl, macOS) it does nothing.
+So: two arenas, a fixed mmap threshold, and a periodic trim (the main loop calls ``trim``). An
+operator's own ``MALLOC_*`` environment variables win over the first two. On other C libraries
+(musl, macOS) it does nothing.
 """
 
 from __future__ import annotations
@@ -36,20 +37,27 @@ _libc: ctypes.CDLL | None = None
 def tune() -> bool:
     """Apply the settings once at start-up, before the worker threads exist."""
     global _libc
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if platform.system() != "Linux":
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        mallopt, trim = libc.mallopt, libc.malloc_trim
-    except (OSError, AttributeError):
+        version, mallopt, trim = libc.gnu_get_libc_version, libc.mallopt, libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no gnu_get_libc_version)
         return False
+    version.restype = ctypes.c_char_p
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     trim.argtypes = [ctypes.c_size_t]
-    if "MALLOC_ARENA_MAX" not in os.environ:
-        mallopt(M_ARENA_MAX, ARENA_MAX)
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    applied = []
+    if "MALLOC_ARENA_MAX" not in os.environ and mallopt(M_ARENA_MAX, ARENA_MAX) == 1:
+        applied.append(f"{ARENA_MAX} arenas")
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ and mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1:
+        applied.append(f"mmap threshold {MMAP_THRESHOLD // 1024} KiB")
     _libc = libc
+    log.info(
+        "glibc %s malloc: %s; free pages trimmed periodically",
+        (version() or b"?").decode(),
+        ", ".join(applied) or "MALLOC_* from the environment",
+    )
     return True
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import platform
 import subprocess
 import sys
@@ -25,15 +26,18 @@ class FakeLibc:
             self.calls.append(("malloc_trim", (pad,)))
             return 1
 
+        def gnu_get_libc_version() -> bytes:
+            return b"2.36"
+
         self.mallopt: Any = mallopt
         self.malloc_trim: Any = malloc_trim
+        self.gnu_get_libc_version: Any = gnu_get_libc_version
 
 
 @pytest.fixture
 def fake_glibc(monkeypatch: pytest.MonkeyPatch) -> FakeLibc:
     libc = FakeLibc()
     monkeypatch.setattr(allocator.platform, "system", lambda: "Linux")
-    monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("glibc", "2.36"))
     monkeypatch.setattr(allocator.ctypes, "CDLL", lambda name: libc)
     monkeypatch.setattr(allocator, "_libc", None)
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
@@ -41,8 +45,12 @@ def fake_glibc(monkeypatch: pytest.MonkeyPatch) -> FakeLibc:
     return libc
 
 
-def test_tune_caps_arenas_and_fixes_the_mmap_threshold(fake_glibc: FakeLibc) -> None:
+def test_tune_caps_arenas_and_fixes_the_mmap_threshold(
+    fake_glibc: FakeLibc, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "sidecar.allocator")
     assert allocator.tune() is True
+    assert "glibc 2.36 malloc: 2 arenas, mmap threshold 128 KiB" in caplog.text
     assert fake_glibc.calls == [
         ("mallopt", (allocator.M_ARENA_MAX, 2)),
         ("mallopt", (allocator.M_MMAP_THRESHOLD, 128 * 1024)),
@@ -60,8 +68,8 @@ def test_the_operators_malloc_environment_wins(fake_glibc: FakeLibc, monkeypatch
     assert fake_glibc.calls == [("malloc_trim", (0,))]
 
 
-def test_other_c_libraries_are_left_alone(fake_glibc: FakeLibc, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("", ""))
+def test_other_c_libraries_are_left_alone(fake_glibc: FakeLibc) -> None:
+    del fake_glibc.gnu_get_libc_version  # musl: a libc without glibc's version call
     assert allocator.tune() is False
     assert allocator.trim() == 0.0
     assert fake_glibc.calls == []
