@@ -1,6 +1,6 @@
 """glibc malloc settings that keep a long-running sidecar's RSS flat.
 
-Nothing here leaks at the Python level (tracemalloc is flat across mass reconnects), yet under
+The sidecar does not leak at the Python level (tracemalloc is flat across mass reconnects), yet under
 glibc's defaults RSS climbed by megabytes at every reconnect wave, where a few hundred books
 arrive at once in frames of a few hundred kB. Three allocator behaviours did it, each measured in
 the soak:
