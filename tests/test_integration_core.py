@@ -255,23 +255,6 @@ def test_garbage_in_desired_set_never_reaches_the_exchange(redis_server, sim, si
     assert proc.terminate() == 0
 
 
-def test_sigterm_marks_quotes_stale_and_removes_alive_key(redis_server, sim, sidecar) -> None:
-    r = redis_server.client()
-    market = sim.add_market()
-    tokens = sim.markets()[market]
-    r.sadd(P + "desired", *tokens)
-    proc = sidecar()
-    wait_for(lambda: all_match(r, sim, tokens), 10, what="live")
-    assert r.exists(P + "sidecar:alive")
-    started = time.monotonic()
-    code = proc.terminate(signal.SIGTERM, timeout=5)
-    elapsed = time.monotonic() - started
-    assert code == 0
-    assert elapsed < 2.0, f"stopped in {elapsed:.2f}s"
-    assert all(quote(r, t)["status"] == "stale" for t in tokens)
-    assert not r.exists(P + "sidecar:alive")
-
-
 def test_sigkill_lets_the_alive_key_expire(redis_server, sim, sidecar) -> None:
     r = redis_server.client()
     market = sim.add_market()

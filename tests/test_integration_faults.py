@@ -65,6 +65,7 @@ def start_live(
     sim: Simulator,
     sidecar: Callable[..., SidecarProcess],
     markets: int,
+    timeout: float = 10.0,
     **settings: Any,
 ) -> tuple[list[str], redis.Redis, SidecarProcess]:
     """The tokens of `markets` new markets desired, the sidecar started with `settings`, and every
@@ -73,7 +74,7 @@ def start_live(
     r = redis_server.client()
     r.sadd(P + "desired", *tokens)
     proc = sidecar(**settings)
-    wait_for(lambda: all_match(r, sim, tokens), 15, what="live")
+    wait_for(lambda: all_match(r, sim, tokens), timeout, what="live")
     return tokens, r, proc
 
 
@@ -753,13 +754,14 @@ def test_half_open_invalid_operation_and_slow_frames(
 # ---- 5. Process lifecycle -----------------------------------------------------------------------
 
 
-def test_sigint_marks_quotes_stale_and_removes_alive_key(
-    redis_server: RedisServer, sim: Simulator, sidecar
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signal_marks_quotes_stale_and_removes_alive_key(
+    redis_server: RedisServer, sim: Simulator, sidecar, sig: signal.Signals
 ) -> None:
     tokens, r, proc = start_live(redis_server, sim, sidecar, 1)
     assert r.exists(P + "sidecar:alive")
     started = time.monotonic()
-    code = proc.terminate(signal.SIGINT, timeout=5)
+    code = proc.terminate(sig, timeout=5)
     elapsed = time.monotonic() - started
     assert code == 0
     assert elapsed < 2.0, f"stopped in {elapsed:.2f}s"
@@ -948,6 +950,7 @@ def test_no_quote_is_live_and_wrong_for_more_than_a_second_under_faults(
         sim,
         sidecar,
         10,
+        timeout=15,
         max_tokens_per_conn=10,
         silence_max_s=5,
         probe_timeout_s=1.5,
