@@ -1,0 +1,226 @@
+"""``QuoteClient``: what a worker and the scheduler need from the sidecar's Redis keys.
+
+Every read that returns a quote reads the alive key in the same round trip, so a quote cannot
+be judged without knowing whether the sidecar that wrote it still runs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from sidecar.client.follow import Follower, text
+from sidecar.client.quote import LIVE, Quote, check_tokens, quote_from_fields
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_PREFIX = "pm:"
+TIMEOUT_S = 2.0  # socket connect/read timeout: a worker must never hang on a dead Redis
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and reprs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+
+
+class QuoteClient:
+    """Read quotes and manage the desired set (``P desired``) in the sidecar's Redis.
+
+    ``redis_url`` is ``redis://``, ``rediss://`` (TLS) or ``unix://``; or pass an existing
+    ``redis.Redis`` as ``redis`` (decoded or not). Thread-safe for ``get``/``get_many``/
+    ``want``...; each :meth:`follow` iterator is for one thread.
+    """
+
+    def __init__(
+        self,
+        redis_url: str = DEFAULT_URL,
+        prefix: str = DEFAULT_PREFIX,
+        *,
+        redis: redis.Redis | None = None,
+        password: str | None = None,
+        ssl_ca_certs: str | None = None,
+    ) -> None:
+        self.prefix = prefix
+        self._url = redact(redis_url) if redis is None else "<given client>"
+        self._owns = redis is None
+        if redis is None:
+            options: dict[str, Any] = {
+                "decode_responses": True,
+                "socket_timeout": TIMEOUT_S,
+                "socket_connect_timeout": TIMEOUT_S,
+                "health_check_interval": 10,
+            }
+            if password is not None:
+                options["password"] = password
+            if ssl_ca_certs is not None and redis_url.startswith("rediss://"):
+                options["ssl_ca_certs"] = ssl_ca_certs
+            redis = _redis_from_url(redis_url, options)
+        self.redis: Any = redis
+        self._followers: list[Follower] = []
+
+    @classmethod
+    def from_env(cls) -> QuoteClient:
+        """A client configured like the sidecar: ``SIDECAR_REDIS_URL``, ``SIDECAR_REDIS_PASSWORD``,
+        ``SIDECAR_KEY_PREFIX`` (and ``SIDECAR_REDIS_TLS_CA_FILE`` for ``rediss://``)."""
+        env = os.environ
+        return cls(
+            env.get("SIDECAR_REDIS_URL") or DEFAULT_URL,
+            env.get("SIDECAR_KEY_PREFIX") or DEFAULT_PREFIX,
+            password=env.get("SIDECAR_REDIS_PASSWORD") or None,
+            ssl_ca_certs=env.get("SIDECAR_REDIS_TLS_CA_FILE") or None,
+        )
+
+    def __repr__(self) -> str:
+        return f"QuoteClient({self._url!r}, prefix={self.prefix!r})"
+
+    # ---- keys -----------------------------------------------------------------------------------
+
+    def quote_key(self, token: str) -> str:
+        return f"{self.prefix}quote:{token}"
+
+    @property
+    def alive_key(self) -> str:
+        return self.prefix + "sidecar:alive"
+
+    @property
+    def desired_key(self) -> str:
+        return self.prefix + "desired"
+
+    # ---- quotes ---------------------------------------------------------------------------------
+
+    def read_raw(self, tokens: list[str]) -> tuple[str | None, list[dict[str, str]]]:
+        """The alive key and each token's hash, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self.alive_key)
+        for token in tokens:
+            pipe.hgetall(self.quote_key(token))
+        replies = pipe.execute()
+        alive = None if replies[0] is None else text(replies[0])
+        hashes = [_decode_hash(h) for h in replies[1:]]
+        return alive, hashes
+
+    def alive_epoch(self) -> str | None:
+        """The running sidecar's epoch (``P sidecar:alive``), ``None`` when it is not running."""
+        value = self.redis.get(self.alive_key)
+        return None if value is None else text(value)
+
+    def get(self, token: str) -> Quote | None:
+        """The token's quote, or ``None`` when the sidecar has no hash for it.
+
+        Raises ``redis.RedisError`` when Redis cannot be reached (treat as no quote).
+        """
+        return self.get_many([token])[token]
+
+    def get_many(self, tokens: Iterable[str]) -> dict[str, Quote | None]:
+        """Quotes of several tokens in one round trip, keyed by token (``None``: no hash)."""
+        wanted = list(dict.fromkeys(check_tokens(tokens)))
+        alive, hashes = self.read_raw(wanted)
+        now_s = time.time()
+        return {t: quote_from_fields(t, h, alive, now_s) for t, h in zip(wanted, hashes, strict=True)}
+
+    def is_fresh(self, token: str, max_age_s: float) -> bool:
+        """True only when the quote is usable now: alive, live, confirmed within ``max_age_s``.
+
+        False, not an exception, when Redis cannot be reached: nothing vouches for the quote.
+        """
+        try:
+            quote = self.get(token)
+        except redis.RedisError:
+            return False
+        return quote is not None and quote.usable(max_age_s)
+
+    def wait_live(self, token: str, timeout_s: float) -> Quote | None:
+        """Block until the token is ``live`` and its sidecar alive; ``None`` after ``timeout_s``.
+
+        Woken by the token's pub/sub channel; the hash and alive key are re-read a few times a
+        second as well (the alive key is not published).
+        """
+        (token,) = check_tokens(token)
+        deadline = time.monotonic() + timeout_s
+        with self.follow([token], reconcile_s=0.25) as follower:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                quote = follower.poll(left)
+                if quote is not None and quote.alive and quote.status == LIVE:
+                    return quote
+
+    def follow(self, tokens: Iterable[str], *, reconcile_s: float = 1.0) -> Follower:
+        """An iterator of quote changes for ``tokens`` (see :class:`Follower`)."""
+        follower = Follower(self, list(dict.fromkeys(check_tokens(tokens))), reconcile_s)
+        self._followers = [f for f in self._followers if not f.closed]
+        self._followers.append(follower)
+        return follower
+
+    # ---- desired set (the scheduler's side) -------------------------------------------------------
+
+    def want(self, tokens: Iterable[str] | str) -> None:
+        """Add tokens to ``P desired`` and nudge the sidecar."""
+        valid = check_tokens(tokens)
+        if valid:
+            self._change_desired(lambda pipe: pipe.sadd(self.desired_key, *valid))
+
+    def unwant(self, tokens: Iterable[str] | str) -> None:
+        """Remove tokens from ``P desired`` and nudge the sidecar."""
+        valid = check_tokens(tokens)
+        if valid:
+            self._change_desired(lambda pipe: pipe.srem(self.desired_key, *valid))
+
+    def set_wanted(self, tokens: Iterable[str] | str) -> None:
+        """Replace the whole desired set atomically (an empty iterable empties it)."""
+        valid = check_tokens(tokens)
+
+        def replace(pipe: Any) -> None:
+            pipe.delete(self.desired_key)
+            if valid:
+                pipe.sadd(self.desired_key, *valid)
+
+        self._change_desired(replace)
+
+    def wanted(self) -> set[str]:
+        """The current desired set."""
+        return {text(m) for m in self.redis.smembers(self.desired_key)}
+
+    def _change_desired(self, change: Any) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        change(pipe)
+        pipe.publish(self.desired_key + ":changed", "1")
+        pipe.execute()
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """End every follower of this client and, if the client made it, its connection pool."""
+        for follower in self._followers:
+            follower.close()
+        self._followers.clear()
+        if self._owns:
+            self.redis.close()
+
+    def __enter__(self) -> QuoteClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _redis_from_url(url: str, options: dict[str, Any]) -> Any:
+    return redis.Redis.from_url(url, **options)
+
+
+def _decode_hash(raw: Any) -> dict[str, str]:
+    if not raw:
+        return {}
+    return {text(k): text(v) for k, v in raw.items()}
