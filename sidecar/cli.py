@@ -1,12 +1,15 @@
-"""Command line: ``pm-sidecar run`` (alias ``python -m sidecar run``) and ``pm-sidecar config``."""
+"""Command line: ``pm-sidecar run`` (alias ``python -m sidecar run``), ``config`` and ``bridge``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from sidecar import __version__
-from sidecar.config import Settings, load_settings_or_exit
+
+if TYPE_CHECKING:
+    from sidecar.config import Settings
 
 SETTINGS_HELP = """\
 All configuration comes from SIDECAR_* environment variables (or a .env file in the working
@@ -49,10 +52,32 @@ def main(argv: list[str] | None = None) -> int:
         help="validate the configuration and print it (secrets masked)",
         description="Validate SIDECAR_* settings and print the effective configuration; exit 78 if invalid.",
     )
+    bridge = sub.add_parser(
+        "bridge",
+        help="keep the legacy ws_cache.json current from Redis (for the maker bot's workers)",
+        description="Write the maker bot's ws_cache.json from the sidecar's Redis quotes: an entry per "
+        "desired token once seen live, prices 0.0 whenever it is not live or the sidecar is not alive. "
+        "Redis from SIDECAR_REDIS_URL, SIDECAR_REDIS_PASSWORD, SIDECAR_KEY_PREFIX. "
+        "Stops on SIGTERM/SIGINT (exit 0); exit 78 on a bad argument. See docs/migration.md.",
+    )
+    bridge.add_argument("--ws-cache", required=True, metavar="PATH", help="the JSON file to keep current")
+    bridge.add_argument(
+        "--heartbeat-s", type=float, default=30.0, help="rewrite at least this often (default 30)"
+    )
+    bridge.add_argument(
+        "--poll-s", type=float, default=0.2, help="Redis read period, at most 0.4 (default 0.2)"
+    )
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "bridge":
+        # Imports only the client and the standard library: no pydantic/engine load for the bridge.
+        from sidecar.bridge import run as run_bridge
+
+        return run_bridge(args.ws_cache, args.heartbeat_s, args.poll_s)
+    from sidecar.config import load_settings_or_exit
+
     settings = load_settings_or_exit()
     if args.command == "config":
         return print_config(settings)

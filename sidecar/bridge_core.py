@@ -1,0 +1,213 @@
+"""What the legacy ``ws_cache.json`` says, decided from quotes: the bridge's pure core.
+
+The maker bot's workers read ``data/ws_cache.json`` (docs/migration.md). This module turns the
+sidecar's quotes into that file's entries and decides which tokens have an entry. It reads no
+clock and touches no file or socket: the shell (``sidecar.bridge``) passes the desired set, the
+quotes and the time in, so every rule here is unit-tested exactly.
+
+Rules (issue 10, docs/migration.md):
+
+- A token gets an entry once the bridge has seen it ``live`` with its sidecar alive (the scheduler
+  starts a worker when the entry exists), keeps it while it is in ``P desired`` and loses it when
+  it leaves.
+- ``best_bid``, ``best_ask`` and ``price`` are ``0.0`` (the workers' "unknown", which sends them to
+  their REST fallback) whenever the token is not ``live`` or its sidecar is not alive, and
+  ``updated_at`` stays at the exchange's last confirmation: the bridge never moves it.
+- ``resolved`` tokens carry ``market_closed: true`` and ``status: "resolved"``; no other entry has a
+  ``status`` key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sidecar.client.quote import LIVE, RESOLVED, Quote
+
+# An empty desired set right after a Redis restart usually means "Redis came back without
+# persistence", not "the scheduler wants nothing": hold the last set this long, as the sidecar does.
+EMPTY_DESIRED_GRACE_S = 60.0
+# quote_status of a member whose hash is gone (Redis restarted empty, or the key expired).
+MISSING = "missing"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """One token's entry in ``ws_cache.json``, before its ``age_s`` is computed at write time."""
+
+    best_bid: float
+    best_ask: float
+    price: float
+    ts: int | None
+    updated_at: float | None  # epoch seconds of the exchange's last confirmation
+    seq: int
+    event_type: str
+    quote_status: str
+    bid_empty: bool
+    ask_empty: bool
+    sidecar_alive: bool
+    tick_size: float | None
+
+    def as_json(self, now_s: float) -> dict[str, Any]:
+        """The entry as workers read it; ``age_s`` is the age of ``updated_at`` at ``now_s``."""
+        out: dict[str, Any] = {
+            "best_bid": self.best_bid,
+            "best_ask": self.best_ask,
+            "price": self.price,
+            "ts": self.ts,
+            "updated_at": self.updated_at,
+            "seq": self.seq,
+            "event_type": self.event_type,
+        }
+        if self.quote_status == RESOLVED:
+            out["market_closed"] = True
+            out["status"] = RESOLVED
+        out["quote_status"] = self.quote_status
+        out["age_s"] = None if self.updated_at is None else round(max(0.0, now_s - self.updated_at), 3)
+        out["bid_empty"] = self.bid_empty
+        out["ask_empty"] = self.ask_empty
+        out["sidecar_alive"] = self.sidecar_alive
+        out["tick_size"] = self.tick_size
+        return out
+
+
+def entry_for(quote: Quote | None, last: CacheEntry | None, reachable: bool = True) -> CacheEntry:
+    """A member token's entry from its latest quote.
+
+    ``quote`` is ``None`` when its hash is missing; ``reachable`` is False when Redis could not be
+    read (then ``quote`` is the last one read, and nothing vouches for it: not alive). ``last`` is
+    the entry written before, whose ``updated_at``/``ts`` are kept when the hash has none (a
+    restarted sidecar's ``pending`` hash), so ``updated_at`` always says the last confirmation.
+    """
+    if quote is None:
+        if last is None:
+            raise ValueError("a token without a quote has no entry to keep")
+        return CacheEntry(
+            best_bid=0.0,
+            best_ask=0.0,
+            price=0.0,
+            ts=last.ts,
+            updated_at=last.updated_at,
+            seq=last.seq,
+            event_type=last.event_type,
+            quote_status=MISSING,
+            bid_empty=last.bid_empty,
+            ask_empty=last.ask_empty,
+            sidecar_alive=False,
+            tick_size=last.tick_size,
+        )
+    alive = reachable and quote.alive
+    usable = alive and quote.status == LIVE
+    updated_at = quote.updated_at_ms / 1000.0 if quote.updated_at_ms is not None else None
+    if updated_at is None and last is not None:
+        updated_at = last.updated_at
+    ts = quote.ts_ms if quote.ts_ms is not None else (last.ts if last is not None else None)
+    if usable:
+        bid = quote.bid if quote.bid is not None else 0.0
+        ask = quote.ask if quote.ask is not None else 0.0
+        price = quote.last_trade_price if quote.last_trade_price is not None else quote.mid
+        price = 0.0 if price is None else price
+    else:
+        bid = ask = price = 0.0
+    return CacheEntry(
+        best_bid=bid,
+        best_ask=ask,
+        price=price,
+        ts=ts,
+        updated_at=updated_at,
+        seq=quote.seq,
+        event_type=quote.source,
+        quote_status=quote.status,
+        bid_empty=quote.bid is None,
+        ask_empty=quote.ask is None,
+        sidecar_alive=alive,
+        tick_size=quote.tick_size,
+    )
+
+
+@dataclass
+class BridgeState:
+    """Which tokens have an entry, and each entry: the decisions behind one ``ws_cache.json``."""
+
+    empty_grace_s: float = EMPTY_DESIRED_GRACE_S
+    entries: dict[str, CacheEntry] = field(default_factory=dict)
+    desired: frozenset[str] = frozenset()
+    _quotes: dict[str, Quote] = field(default_factory=dict)
+    _seeded: set[str] = field(default_factory=set)
+    _empty_since: float | None = None
+
+    def effective_desired(self, read: Iterable[str] | None, now_s: float) -> frozenset[str]:
+        """The desired set to use: the one read, except that ``None`` (read failed) keeps the
+        last, and an empty set replacing a non-empty one is held for ``empty_grace_s``."""
+        if read is None:
+            return self.desired
+        new = frozenset(read)
+        if new or not self.desired:
+            self._empty_since = None
+            self.desired = new
+            return new
+        if self._empty_since is None:
+            self._empty_since = now_s
+        if now_s - self._empty_since >= self.empty_grace_s:
+            self._empty_since = None
+            self.desired = new
+        return self.desired
+
+    def seed(self, tokens: Iterable[str]) -> None:
+        """Tokens that already had an entry (the previous run's file) count as seen ``live``.
+
+        They get no entry until their quote has been read; a token no longer desired then goes.
+        """
+        self._seeded = set(tokens)
+
+    def apply(self, desired: frozenset[str], quotes: Mapping[str, Quote | None] | None) -> bool:
+        """Update the entries of ``desired`` from ``quotes``; True when any entry changed.
+
+        ``quotes`` is ``None`` when Redis could not be read: every entry then says not alive.
+        """
+        seeded = self._seeded
+        changed = False
+        for token in [t for t in self.entries if t not in desired]:
+            del self.entries[token]
+            self._quotes.pop(token, None)
+            changed = True
+        for token in desired:
+            last = self.entries.get(token)
+            if quotes is None:
+                if last is None:
+                    continue
+                entry = entry_for(self._quotes.get(token), last, reachable=False)
+            else:
+                quote = quotes.get(token)
+                if last is None and not (quote is not None and (quote.live or token in seeded)):
+                    continue
+                if quote is None and last is None:
+                    continue
+                if quote is not None:
+                    self._quotes[token] = quote
+                else:
+                    self._quotes.pop(token, None)
+                entry = entry_for(quote, last)
+            seeded.discard(token)
+            if entry != last:
+                self.entries[token] = entry
+                changed = True
+        if quotes is not None:
+            seeded.clear()  # seeds not desired, or without a hash, at the first good read are gone
+        return changed
+
+    def document(self, now_s: float) -> bytes:
+        """The whole file: ``updated_at`` (ISO-8601 UTC of this write) and ``tokens``."""
+        doc = {
+            "updated_at": iso_utc(now_s),
+            "tokens": {t: e.as_json(now_s) for t, e in sorted(self.entries.items())},
+        }
+        return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def iso_utc(now_s: float) -> str:
+    """``2026-11-30T14:54:03.123456+00:00``, as the old aggregator wrote it (``isoformat``)."""
+    return datetime.fromtimestamp(now_s, tz=UTC).isoformat()
