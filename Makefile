@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test unit integration lint demo bench soak run clean
+.PHONY: install test unit integration lint demo bench bench-client soak run clean
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py
+	$(PY) scripts/bench_client.py
+
+bench-client: $(STAMP)
+	$(PY) scripts/bench_client.py
 
 soak: $(STAMP)
 	$(PY) scripts/soak.py

@@ -223,4 +223,6 @@ def _redis_from_url(url: str, options: dict[str, Any]) -> Any:
 def _decode_hash(raw: Any) -> dict[str, str]:
     if not raw:
         return {}
+    if isinstance(next(iter(raw)), str):  # a decoding connection (ours): already text
+        return raw  # type: ignore[no-any-return]
     return {text(k): text(v) for k, v in raw.items()}
