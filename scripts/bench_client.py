@@ -21,8 +21,8 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sidecar.client import QuoteClient  # noqa: E402
-from tests.helpers import RedisServer  # noqa: E402
+from sidecar.client import QuoteClient
+from tests.helpers import RedisServer
 
 TOKEN = "71321045679252212594626385532706912750332728571942532289631379312455583992563"
 
