@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     confirm_timeout_s: PositiveFloat = 20.0
     redrive_max: Annotated[int, Field(ge=0)] = 2
     quiet_confirm_s: PositiveFloat = 30.0
+    # how long the local top may disagree with the exchange's stated best prices (or be crossed)
+    # before that is an inconsistency: crossing trades arrive as several messages
+    bbo_grace_s: Annotated[float, Field(gt=0, le=1.0, allow_inf_nan=False)] = 1.0
     ready_quote_health: Annotated[float, Field(ge=0, le=1)] = 0.9
 
     # Redis

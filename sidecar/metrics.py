@@ -39,7 +39,18 @@ COUNTERS: dict[str, tuple[str, str, str | None]] = {
     "redrives": ("redrives", "Token unsubscribe+subscribe redrives by reason.", "reason"),
     "moves": ("token_moves", "Tokens moved to a fresh socket after failing to confirm.", None),
     "probes": ("silence_probes", "Silence probes of quiet sockets by result.", "result"),
-    "bbo_mismatch": ("bbo_mismatches", "Server best_bid/best_ask disagreeing with the local book.", None),
+    "bbo_mismatch": (
+        "bbo_mismatches",
+        "Server best_bid/best_ask disagreeing with the local book for longer than the grace.",
+        None,
+    ),
+    "bbo_settled": (
+        "bbo_settled",
+        "Disagreements with the server's best prices (or crossed books) that settled within the grace.",
+        None,
+    ),
+    "tick_size_change": ("tick_size_changes", "tick_size_change events by outcome.", "result"),
+    "rest_reseed": ("rest_reseeds", "REST books for resyncing tokens by result.", "result"),
     "crossed_books": ("crossed_books", "Updates that left a book crossed.", None),
     "rest": ("rest_requests", "REST book requests by result.", "result"),
     "rest_confirm": ("rest_confirms", "Quiet-token REST confirmations by result.", "result"),
@@ -115,6 +126,11 @@ class EngineCollector(Collector):
             "redis_up", "1 when the quote writer is connected to Redis.", 1.0 if snap.get("redis_up") else 0.0
         )
         yield gauge("writer_backlog_tokens", "Tokens waiting to be written to Redis.", snap.get("backlog", 0))
+        yield gauge(
+            "inbox_lag_seconds",
+            "Worst frame receive-to-processed delay in the engine loop over the last second.",
+            snap.get("inbox_lag", 0.0),
+        )
         yield gauge(
             "loop_lag_seconds",
             "Seconds since the engine loop last ran.",
