@@ -134,7 +134,9 @@ class Engine:
         self._final: list[QuoteWrite] = []
         self._last_slow_check = now
         self._next_touch_scan = now
-        self._frame_deltas = False
+        self._frame_deltas = False  # this frame carried a non-book event for one of the socket's tokens
+        self._frame_own = 0  # events in this frame for the socket's own tokens (its data)
+        self._event_is_delta = False
         self._seq_floor = 0
         self._rlog = RateLimitedLog(log)
         self.stopping = False
@@ -466,12 +468,12 @@ class Engine:
             self.stats["frames", "replaced_socket"] += 1
             return
         self.stats["frames", "data"] += 1
-        conn.last_pong_at = now  # any data proves the socket is alive
+        conn.last_pong_at = now  # any JSON frame proves the connection is up (not that it has data)
         self._frame_deltas = False
-        applied = 0
+        self._frame_own = 0
         for event in decoded:
             try:
-                applied += self._apply_event(conn, event, now, wall_ms)
+                self._apply_event(conn, event, now, wall_ms)
             except Malformed as exc:
                 self.stats["parse_errors", exc.reason] += 1
                 self._rlog.warning(
@@ -482,7 +484,7 @@ class Engine:
                 self._rlog.error(
                     "event:unexpected", now, "unexpected error applying event: %r", exc, exc_info=True
                 )
-        if applied:
+        if self._frame_own:
             gap = now - conn.last_data_at
             if conn.data_seen and self._frame_deltas:
                 # Snapshot bursts (a split initial dump) say nothing about the usual event rate.
@@ -504,47 +506,51 @@ class Engine:
         if st is None or st.shard_id != conn.shard_id:
             self.stats["events", "filtered"] += 1
             return None
+        # Only events for the socket's own tokens prove it still delivers market data: broadcasts
+        # (new_market, market_resolved for the whole venue) and other assets' entries keep coming
+        # from a socket that has stopped sending its own books.
+        self._frame_own += 1
+        if self._event_is_delta:
+            self._frame_deltas = True
         if st.events:
             st.event_gap = health.update_gap(st.event_gap, now - st.last_event_at)
         st.events += 1
         st.last_event_at = now
         return st
 
-    def _apply_event(self, conn: Conn, event: Any, now: float, wall_ms: int) -> int:
+    def _apply_event(self, conn: Conn, event: Any, now: float, wall_ms: int) -> None:
         if not isinstance(event, dict):
             raise Malformed("bad_event", "event is not an object")
         kind = event.get("event_type")
-        if kind != "book":
-            self._frame_deltas = True
+        self._event_is_delta = kind != "book"
         if kind == "price_change":
             self.stats["events", "price_change"] += 1
-            return self._on_price_change(conn, event, now, wall_ms)
-        if kind == "book":
+            self._on_price_change(conn, event, now, wall_ms)
+        elif kind == "book":
             self.stats["events", "book"] += 1
-            return self._on_book(conn, event, now, wall_ms)
-        if kind == "best_bid_ask":
+            self._on_book(conn, event, now, wall_ms)
+        elif kind == "best_bid_ask":
             self.stats["events", "best_bid_ask"] += 1
-            return self._on_best_bid_ask(conn, event, now, wall_ms)
-        if kind == "last_trade_price":
+            self._on_best_bid_ask(conn, event, now, wall_ms)
+        elif kind == "last_trade_price":
             self.stats["events", "last_trade_price"] += 1
-            return self._on_trade(conn, event, now)
-        if kind == "tick_size_change":
+            self._on_trade(conn, event, now)
+        elif kind == "tick_size_change":
             self.stats["events", "tick_size_change"] += 1
-            return self._on_tick_size(conn, event, now)
-        if kind == "market_resolved":
+            self._on_tick_size(conn, event, now)
+        elif kind == "market_resolved":
             self.stats["events", "market_resolved"] += 1
-            return self._on_resolved(conn, event, now)
-        if kind == "new_market":
-            self.stats["events", "new_market"] += 1
-            return 1
-        self.stats["events", "unknown"] += 1
-        self._rlog.info(f"unknown:{str(kind)[:40]}", now, "unknown event_type %r skipped", str(kind)[:40])
-        return 1
+            self._on_resolved(conn, event, now)
+        elif kind == "new_market":
+            self.stats["events", "new_market"] += 1  # a venue-wide broadcast: not this socket's data
+        else:
+            self.stats["events", "unknown"] += 1
+            self._rlog.info(f"unknown:{str(kind)[:40]}", now, "unknown event_type %r skipped", str(kind)[:40])
 
-    def _on_book(self, conn: Conn, event: dict[str, Any], now: float, wall_ms: int) -> int:
+    def _on_book(self, conn: Conn, event: dict[str, Any], now: float, wall_ms: int) -> None:
         st = self._token_event(conn, event.get("asset_id"), now)
         if st is None:
-            return 1
+            return
         raw_bids, raw_asks = protocol.book_sides(event)
         bids = protocol.parse_levels(raw_bids)
         asks = protocol.parse_levels(raw_asks)
@@ -556,6 +562,7 @@ class Engine:
                 self.observations.append(("confirm_latency", now - st.sub_sent_at))
             st.redrives = 0
         st.book.replace(bids, asks)
+        st.shown = st.book.top()  # a snapshot makes prices, also for a resolved token
         ts = protocol.timestamp_ms(event.get("timestamp"))
         if ts is not None:
             st.ts = ts
@@ -576,31 +583,35 @@ class Engine:
         if st.book.crossed:
             self.stats["crossed_books", ""] += 1
         self._dirty.add(st.token)
-        return 1
 
-    def _on_price_change(self, conn: Conn, event: dict[str, Any], now: float, wall_ms: int) -> int:
-        changes = protocol.price_changes(event)
-        ts = protocol.timestamp_ms(event.get("timestamp"))
+    def _on_price_change(self, conn: Conn, event: dict[str, Any], now: float, wall_ms: int) -> None:
+        """Apply each entry on its own; a token with an entry that cannot be applied is resynced."""
         market = event.get("market")
+        try:
+            changes = protocol.price_changes(event)
+        except Malformed:
+            self._distrust(self._market_tokens(conn, market), now)  # whose book it was is unknown
+            raise
+        ts = protocol.timestamp_ms(event.get("timestamp"))
         last: dict[str, protocol.LevelChange] = {}
         changed: dict[str, bool] = {}
+        bad: list[TokenState] = []
         for ch in changes:
+            if type(ch) is protocol.BadEntry:
+                bad += self._bad_entry(conn, ch, market, now)
+                continue
             st = self._token_event(conn, ch.asset_id, now)
             if st is None:
                 continue
-            try:
-                key = protocol.price_key(ch.price)
-                zero = protocol.size_value(ch.size) == 0.0
-            except Malformed as exc:
-                self.stats["parse_errors", exc.reason] += 1
-                continue
-            moved = st.book.set_level(ch.side, key, ch.price, ch.size, zero)
+            moved = st.book.set_level(ch.side, ch.key, ch.price, ch.size, ch.zero)
             changed[st.token] = changed.get(st.token, False) or moved
             last[st.token] = ch
             if ts is not None:
                 st.ts = ts
             if isinstance(market, str):
                 st.market = market
+        if bad:
+            self._distrust(bad, now)  # no longer live: nothing below publishes or confirms them
         for token, moved in changed.items():
             st = self.tokens[token]
             st.last_recv = now
@@ -619,7 +630,43 @@ class Engine:
                 self._dirty.add(token)
             else:
                 self._touched.add(token)
-        return 1
+
+    def _bad_entry(self, conn: Conn, entry: protocol.BadEntry, market: Any, now: float) -> list[TokenState]:
+        """Count a price_change entry that cannot be applied; the tokens whose book it leaves wrong."""
+        if entry.asset_id is None:
+            suspects = self._market_tokens(conn, market)
+        else:
+            st = self._token_event(conn, entry.asset_id, now)
+            if st is None:
+                return []  # another socket's asset, or no one's: filtered, not our error
+            suspects = [st]
+        self.stats["parse_errors", entry.reason] += 1
+        self._rlog.warning(
+            f"entry:{entry.reason}",
+            now,
+            "bad price_change entry on socket %d (asset %s): %s %s",
+            conn.id,
+            entry.asset_id,
+            entry.reason,
+            entry.detail,
+        )
+        return suspects
+
+    def _market_tokens(self, conn: Conn, market: Any) -> list[TokenState]:
+        """This socket's tokens of one market: the books an unattributable bad entry may be about."""
+        if not isinstance(market, str):
+            return []
+        return [st for t in conn.subscribed if (st := self.tokens[t]).market == market]
+
+    def _distrust(self, sts: Iterable[TokenState], now: float) -> None:
+        """Live books that missed an update are no longer known right: resync them (a WS redrive and
+        a REST reseed at once). Any other book is not shown anyway."""
+        reseed = []
+        for st in sts:
+            if st.status == LIVE:
+                self._resync(st, "bad_entry", now, redrive=True)
+                reseed.append(st.token)
+        self._request_rest(reseed)
 
     def _check_bbo(self, st: TokenState, best_bid: Any, best_ask: Any, now: float) -> bool:
         """Cross-check the server's top against ours; on a mismatch the token goes resyncing."""
@@ -656,22 +703,21 @@ class Engine:
         else:
             st.resync_deadline = now + RESYNC_WAIT_S
 
-    def _on_best_bid_ask(self, conn: Conn, event: dict[str, Any], now: float, wall_ms: int) -> int:
+    def _on_best_bid_ask(self, conn: Conn, event: dict[str, Any], now: float, wall_ms: int) -> None:
         st = self._token_event(conn, event.get("asset_id"), now)
         if st is None:
-            return 1
+            return
         if st.status == RESYNCING:
-            return 1
+            return
         if self._check_bbo(st, event.get("best_bid"), event.get("best_ask"), now) and st.status == LIVE:
             st.updated_at = wall_ms
             st.last_quiet_check = now
             self._touched.add(st.token)
-        return 1
 
-    def _on_trade(self, conn: Conn, event: dict[str, Any], now: float) -> int:
+    def _on_trade(self, conn: Conn, event: dict[str, Any], now: float) -> None:
         st = self._token_event(conn, event.get("asset_id"), now)
         if st is None:
-            return 1
+            return
         price = event.get("price")
         protocol.price_key(price)
         size = event.get("size")
@@ -682,12 +728,11 @@ class Engine:
         st.last_trade_ts = protocol.timestamp_ms(event.get("timestamp"))
         st.last_recv = now
         self._dirty.add(st.token)
-        return 1
 
-    def _on_tick_size(self, conn: Conn, event: dict[str, Any], now: float) -> int:
+    def _on_tick_size(self, conn: Conn, event: dict[str, Any], now: float) -> None:
         st = self._token_event(conn, event.get("asset_id"), now)
         if st is None:
-            return 1
+            return
         new_tick = event.get("new_tick_size")
         if isinstance(new_tick, str):
             st.tick_size = new_tick
@@ -699,9 +744,8 @@ class Engine:
             # A new tick grid is a new book epoch: untrusted until the snapshot that follows.
             self._resync(st, "tick_size_change", now, redrive=False)
         self._dirty.add(st.token)
-        return 1
 
-    def _on_resolved(self, conn: Conn, event: dict[str, Any], now: float) -> int:
+    def _on_resolved(self, conn: Conn, event: dict[str, Any], now: float) -> None:
         assets = event.get("assets_ids")
         if not isinstance(assets, list):
             asset = event.get("asset_id")
@@ -714,7 +758,6 @@ class Engine:
             winner = event.get("winning_asset_id")
             st.reason = "won" if winner == st.token else "market_resolved"
             self._dirty.add(st.token)
-        return 1
 
     # ---- REST confirmation -----------------------------------------------------------------------
 
@@ -883,13 +926,22 @@ class Engine:
                     quiet.append(st.token)
         for reason, tokens in redrive.items():
             self._redrive(tokens, reason, now)
-        for part in chunks(sorted(quiet), REST_BATCH):
+        for token in quiet:
+            self.tokens[token].last_quiet_check = now
+        self._request_rest(quiet)
+
+    def _request_rest(self, tokens: Iterable[str]) -> None:
+        """Fetch these tokens' books over REST now, in requests of at most REST_BATCH, skipping any
+        already in flight. The one way REST is asked: quiet-token confirmations and reseeds of
+        tokens whose book is no longer known right (the shell's client enforces the rate budget)."""
+        if not self.cfg.rest_enabled:
+            return
+        wanted = sorted({t for t in tokens if t not in self.rest_pending})
+        for part in chunks(wanted, REST_BATCH):
             request_id = self._next_request_id
             self._next_request_id += 1
             self.rest_inflight[request_id] = part
             self.rest_pending.update(part)
-            for token in part:
-                self.tokens[token].last_quiet_check = now
             self._actions.append(RestFetch(request_id, part))
 
     def _owner_conn(self, st: TokenState) -> Conn | None:

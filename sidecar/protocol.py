@@ -119,11 +119,9 @@ Levels = dict[float, tuple[str, str]]
 def parse_levels(levels: Any) -> Levels:
     """A snapshot side (``[{price, size}, ...]`` in any order) as ``{key: (price, size)}``.
 
-    Zero-size levels are dropped. Raises :class:`Malformed` on any bad level: a book is applied
-    whole or not at all.
+    Zero-size levels are dropped. Raises :class:`Malformed` on anything but a list and on any bad
+    level: a book is applied whole or not at all.
     """
-    if levels is None:
-        return {}
     if not isinstance(levels, list):
         raise Malformed("bad_levels", type(levels).__name__)
     out: Levels = {}
@@ -138,13 +136,26 @@ def parse_levels(levels: Any) -> Levels:
     return out
 
 
-def book_sides(event: dict[str, Any]) -> tuple[Any, Any]:
-    """Bids and asks of a ``book`` event under either naming (``bids/asks`` or ``buys/sells``)."""
-    bids = event["bids"] if "bids" in event else event.get("buys")
-    asks = event["asks"] if "asks" in event else event.get("sells")
-    if bids is None and asks is None:
-        raise Malformed("bad_book", "no bids/asks or buys/sells")
-    return bids, asks
+def book_sides(event: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """Bids and asks of a ``book`` (or REST summary) under either naming (``bids/asks`` or
+    ``buys/sells``).
+
+    Each side must be present and a list: a missing or non-list side is :class:`Malformed`
+    (``bad_book``), never an empty side. Only an explicit ``[]`` empties a side.
+    """
+    return _book_side(event, "bids", "buys"), _book_side(event, "asks", "sells")
+
+
+def _book_side(event: dict[str, Any], name: str, old_name: str) -> list[Any]:
+    if name in event:
+        levels = event[name]
+    elif old_name in event:
+        levels, name = event[old_name], old_name
+    else:
+        raise Malformed("bad_book", f"no {name} or {old_name}")
+    if not isinstance(levels, list):
+        raise Malformed("bad_book", f"{name} is {type(levels).__name__}, not a list")
+    return levels
 
 
 def side_of(side: Any) -> int:
@@ -157,45 +168,70 @@ def side_of(side: Any) -> int:
 
 @dataclass(slots=True)
 class LevelChange:
-    """One level update of ``price_change``: ``size`` is the new total at ``price``."""
+    """One valid level update of ``price_change``: ``size`` is the new total at ``price``."""
 
     asset_id: str
     side: int
     price: str
     size: str
-    best_bid: str | None  # server's top after the change, when it sent one
-    best_ask: str | None
+    key: float  # numeric value of ``price`` (see :func:`price_key`)
+    zero: bool  # size is zero: the level goes away
+    best_bid: str | None = None  # server's top after the change, when it sent one
+    best_ask: str | None = None
 
 
-def price_changes(event: dict[str, Any]) -> list[LevelChange]:
+@dataclass(frozen=True, slots=True)
+class BadEntry:
+    """One ``price_change`` entry that cannot be applied, kept so the caller can tell which book it
+    leaves wrong. ``asset_id`` is ``None`` when the entry does not even say which asset."""
+
+    asset_id: str | None
+    reason: str
+    detail: str = ""
+
+
+Entry = LevelChange | BadEntry
+
+
+def level_change(asset: str, raw: dict[str, Any], best_bid: Any = None, best_ask: Any = None) -> Entry:
+    """Validate one level update; a bad side, price or size makes a :class:`BadEntry` for ``asset``."""
+    try:
+        side = side_of(raw.get("side"))
+        price = raw.get("price")
+        key = price_key(price)
+        size = raw.get("size")
+        zero = size_value(size) == 0.0
+    except Malformed as exc:
+        return BadEntry(asset, exc.reason, exc.detail)
+    return LevelChange(asset, side, price, size, key, zero, best_bid, best_ask)  # type: ignore[arg-type]
+
+
+def price_changes(event: dict[str, Any]) -> list[Entry]:
     """Every level change of a ``price_change`` event, in any of its three schemas.
 
     - since 2025-09-15: ``price_changes: [{asset_id, price, size, side, best_bid, best_ask}]``
       (one message may cover several assets, including ones this socket did not subscribe to);
     - legacy: ``asset_id`` + ``changes: [{price, side, size}]``;
     - oldest: one level per message with ``asset_id, price, side, size`` at the top level.
+
+    Each entry stands alone: a bad one becomes a :class:`BadEntry` in its place and never costs the
+    others. Raises :class:`Malformed` (``bad_price_change``) only when the event as a whole has no
+    recognisable entries and names no asset.
     """
     entries = event.get("price_changes")
     if entries is not None:
         if not isinstance(entries, list):
             raise Malformed("bad_price_change", "price_changes is not a list")
-        out = []
+        out: list[Entry] = []
         for entry in entries:
             if not isinstance(entry, dict):
-                raise Malformed("bad_price_change", "entry is not an object")
+                out.append(BadEntry(None, "bad_price_change", "entry is not an object"))
+                continue
             asset = entry.get("asset_id")
             if not isinstance(asset, str):
-                raise Malformed("bad_price_change", "entry without asset_id")
-            out.append(
-                LevelChange(
-                    asset,
-                    side_of(entry.get("side")),
-                    entry.get("price"),  # type: ignore[arg-type]  # validated when applied
-                    entry.get("size"),  # type: ignore[arg-type]
-                    entry.get("best_bid"),
-                    entry.get("best_ask"),
-                )
-            )
+                out.append(BadEntry(None, "bad_price_change", "entry without asset_id"))
+                continue
+            out.append(level_change(asset, entry, entry.get("best_bid"), entry.get("best_ask")))
         return out
     asset = event.get("asset_id")
     if not isinstance(asset, str):
@@ -203,23 +239,16 @@ def price_changes(event: dict[str, Any]) -> list[LevelChange]:
     changes = event.get("changes")
     if changes is not None:
         if not isinstance(changes, list):
-            raise Malformed("bad_price_change", "changes is not a list")
+            return [BadEntry(asset, "bad_price_change", "changes is not a list")]
         return [
-            LevelChange(asset, side_of(c.get("side")), c.get("price"), c.get("size"), None, None)
+            level_change(asset, c)
+            if isinstance(c, dict)
+            else BadEntry(asset, "bad_price_change", "change is not an object")
             for c in changes
-            if _is_dict_or_raise(c)
         ]
     if "price" in event:
-        return [
-            LevelChange(asset, side_of(event.get("side")), event.get("price"), event.get("size"), None, None)
-        ]
-    raise Malformed("bad_price_change", "no recognised schema")
-
-
-def _is_dict_or_raise(value: Any) -> bool:
-    if not isinstance(value, dict):
-        raise Malformed("bad_price_change", "change is not an object")
-    return True
+        return [level_change(asset, event)]
+    return [BadEntry(asset, "bad_price_change", "no recognised schema")]
 
 
 def server_best(value: Any, *, empty_marker: float) -> float | None:

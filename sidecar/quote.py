@@ -5,7 +5,7 @@ Field names and statuses here are the public Redis contract (docs/redis-contract
 
 from __future__ import annotations
 
-from sidecar.book import Book
+from sidecar.book import EMPTY_TOP, Book, Top
 
 PENDING = "pending"
 LIVE = "live"
@@ -42,6 +42,7 @@ class TokenState:
         "resync_deadline",
         "seq",
         "shard_id",
+        "shown",
         "source",
         "stall_redrives",
         "status",
@@ -55,6 +56,7 @@ class TokenState:
     def __init__(self, token: str, seq_base: int, now: float) -> None:
         self.token = token
         self.book = Book()
+        self.shown: Top = EMPTY_TOP  # the prices writes show (see prices())
         self.status = PENDING
         self.reason = "subscribing"
         self.seq = seq_base
@@ -86,8 +88,16 @@ class TokenState:
         self.last_touch_write = 0.0
         self.fresh = True  # next write clears any expiry left from an earlier unsubscribe
 
+    def prices(self) -> Top:
+        """The top a write shows. Only a book that descends from a snapshot with every delta since
+        (status ``live``) makes prices; otherwise the prices last shown while live, or none before
+        the first book. Deltas applied to an untrusted book never reach Redis."""
+        if self.status == LIVE:
+            self.shown = self.book.top()
+        return self.shown
+
     def fields(self, epoch: str) -> dict[str, str]:
-        bid, bid_size, ask, ask_size = self.book.top()
+        bid, bid_size, ask, ask_size = self.prices()
         out = {
             "bid": bid,
             "ask": ask,

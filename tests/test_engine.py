@@ -570,15 +570,15 @@ def test_malformed_events_are_counted_and_the_rest_of_the_frame_applies() -> Non
         book_ev(C, asks=[("0.6", "-1")]),
         {
             "event_type": "price_change",
-            "price_changes": [{"asset_id": B, "price": "0.4", "size": "1", "side": "?"}],
+            "price_changes": [{"asset_id": C, "price": "0.4", "size": "1", "side": "?"}],
         },
     )
     assert [w.token for w in writes] == [B]
     assert (s.status(A), s.status(B), s.status(C)) == ("pending", "live", "pending")
     for reason in ("bad_price", "bad_event", "bad_price_change", "bad_book", "bad_size", "bad_side"):
         assert s.stat("parse_errors", reason) == 1, reason
-    # one bad level in a multi-entry message does not lose the good one
-    (w,) = s.frame(conn, pc_ev([pc_entry(B, "abc", "1", "BUY"), pc_entry(B, "0.495", "7", "BUY")]))
+    # one bad entry in a multi-entry message does not lose another asset's good one
+    (w,) = s.frame(conn, pc_ev([pc_entry(C, "abc", "1", "BUY"), pc_entry(B, "0.495", "7", "BUY")]))
     assert top(w.fields) == ("0.495", "7", "0.51", "150")
     assert s.stat("parse_errors", "bad_price") == 2
     # whole frames that are not events

@@ -404,7 +404,7 @@ def test_malformed_frames_are_counted_by_reason_and_the_good_ones_applied(
         ("bad_json", b"[" + b"{" * 2_000_000),  # 2 MB of garbage
         ("bad_json", "[1, 2"),
         ("bad_event", '[1, "two", null]'),
-        ("bad_levels", book(a, "lots", [])),
+        ("bad_book", book(a, "lots", [])),
         ("bad_levels", book(a, [["0.5", "10"]], [])),
         ("bad_book", orjson.dumps({"event_type": "book", "asset_id": a, "market": market})),
         ("bad_price", book(a, [{"price": 0.5, "size": "10"}], [])),
@@ -469,7 +469,9 @@ def test_malformed_frames_are_counted_by_reason_and_the_good_ones_applied(
     wait_metric(proc, "pm_sidecar_control_frames_total", 1, text="INVALID OPERATION")
     wait_metric(proc, "pm_sidecar_control_frames_total", 1, text="other")
     wait_metric(proc, "pm_sidecar_unknown_events_total", 1)
-    assert seen <= {"live"}, f"bad frames disturbed the statuses: {seen}"
+    # A bad entry for a live token withdraws its quote (resyncing, reason bad_entry) until a book.
+    assert seen <= {"live", "resyncing"}, f"bad frames disturbed the statuses: {seen}"
+    assert metric(proc, "pm_sidecar_redrives_total", reason="bad_entry") >= 1
     assert statuses(r, [a, b]) == {"live"}
     assert sim.conn(conn.id).open, "the socket must not be dropped over bad frames"
     assert sim.handshakes == 1

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar import protocol
-from sidecar.protocol import BUY, SELL, Control, LevelChange, Malformed
+from sidecar.protocol import BUY, SELL, BadEntry, Control, LevelChange, Malformed
 
 # ---- decode_frame ------------------------------------------------------------------------------
 
@@ -156,7 +156,6 @@ def test_parse_levels_keeps_exact_strings_and_drops_zero_sizes() -> None:
         ]
     )
     assert out == {0.5: ("0.50", "10.00"), 0.61: ("0.61", "1304.72")}
-    assert protocol.parse_levels(None) == {}
     assert protocol.parse_levels([]) == {}
 
 
@@ -164,6 +163,7 @@ def test_parse_levels_keeps_exact_strings_and_drops_zero_sizes() -> None:
     ("raw", "reason"),
     [
         ("0.5", "bad_levels"),
+        (None, "bad_levels"),
         ({"price": "0.5", "size": "1"}, "bad_levels"),
         (["0.5"], "bad_levels"),
         ([{"price": "0.5", "size": "1"}, {"price": "NaN", "size": "1"}], "bad_price"),
@@ -192,18 +192,31 @@ def test_book_sides_buys_sells() -> None:
     assert protocol.book_sides(event) == (event["buys"], event["sells"])
 
 
-def test_book_sides_one_side_only_and_empty_sides() -> None:
+def test_book_sides_explicit_empty_lists_and_mixed_names() -> None:
     assert protocol.book_sides({"bids": [], "asks": []}) == ([], [])
-    assert protocol.book_sides({"bids": [{"price": "0.1", "size": "1"}]}) == (
-        [{"price": "0.1", "size": "1"}],
-        None,
+    assert protocol.book_sides({"buys": [], "sells": [{"price": "0.9", "size": "2"}]}) == (
+        [],
+        [{"price": "0.9", "size": "2"}],
     )
-    assert protocol.book_sides({"sells": []}) == (None, [])
+    assert protocol.book_sides({"bids": [], "sells": []}) == ([], [])
 
 
-def test_book_without_sides_is_malformed() -> None:
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"event_type": "book", "asset_id": "1"},
+        {"bids": [{"price": "0.1", "size": "1"}]},  # asks missing: malformed, not an empty side
+        {"sells": []},
+        {"bids": [], "asks": None},
+        {"bids": None, "asks": []},
+        {"bids": [], "asks": {"price": "0.9", "size": "1"}},
+        {"buys": "lots", "sells": []},
+        {"bids": 7, "asks": []},
+    ],
+)
+def test_book_with_a_missing_or_non_list_side_is_malformed(event: dict[str, object]) -> None:
     with pytest.raises(Malformed) as info:
-        protocol.book_sides({"event_type": "book", "asset_id": "1"})
+        protocol.book_sides(event)
     assert info.value.reason == "bad_book"
 
 
@@ -234,14 +247,14 @@ def test_price_change_new_schema_multi_asset() -> None:
         ],
     }  # fmt: skip
     assert protocol.price_changes(event) == [
-        LevelChange("111", BUY, "0.5", "200", "0.5", "1"),
-        LevelChange("222", SELL, "0.5", "0", "0", "0.52"),
+        LevelChange("111", BUY, "0.5", "200", 0.5, False, "0.5", "1"),
+        LevelChange("222", SELL, "0.5", "0", 0.5, True, "0", "0.52"),
     ]
 
 
 def test_price_change_new_schema_without_best_fields() -> None:
     event = {"price_changes": [{"asset_id": "1", "price": "0.4", "size": "3", "side": "SELL"}]}
-    assert protocol.price_changes(event) == [LevelChange("1", SELL, "0.4", "3", None, None)]
+    assert protocol.price_changes(event) == [LevelChange("1", SELL, "0.4", "3", 0.4, False)]
 
 
 def test_price_change_legacy_changes_list() -> None:
@@ -256,14 +269,14 @@ def test_price_change_legacy_changes_list() -> None:
         ],
     }
     assert protocol.price_changes(event) == [
-        LevelChange("777", BUY, "0.4", "10", None, None),
-        LevelChange("777", SELL, "0.6", "0", None, None),
+        LevelChange("777", BUY, "0.4", "10", 0.4, False),
+        LevelChange("777", SELL, "0.6", "0", 0.6, True),
     ]
 
 
 def test_price_change_oldest_single_level() -> None:
     event = {"event_type": "price_change", "asset_id": "9", "price": "0.33", "side": "SELL", "size": "12.5"}
-    assert protocol.price_changes(event) == [LevelChange("9", SELL, "0.33", "12.5", None, None)]
+    assert protocol.price_changes(event) == [LevelChange("9", SELL, "0.33", "12.5", 0.33, False)]
 
 
 def test_price_changes_takes_precedence_over_legacy_fields() -> None:
@@ -272,38 +285,82 @@ def test_price_changes_takes_precedence_over_legacy_fields() -> None:
         "changes": [{"price": "0.1", "side": "BUY", "size": "1"}],
         "price_changes": [{"asset_id": "8", "price": "0.2", "size": "2", "side": "SELL"}],
     }
-    assert protocol.price_changes(event) == [LevelChange("8", SELL, "0.2", "2", None, None)]
+    assert protocol.price_changes(event) == [LevelChange("8", SELL, "0.2", "2", 0.2, False)]
 
 
 @pytest.mark.parametrize(
     "event",
     [
         {"price_changes": "nope"},
-        {"price_changes": ["nope"]},
-        {"price_changes": [{"price": "0.1", "size": "1", "side": "BUY"}]},
-        {"price_changes": [{"asset_id": 5, "price": "0.1", "size": "1", "side": "BUY"}]},
         {"changes": []},
         {"asset_id": 5, "changes": []},
-        {"asset_id": "1", "changes": "x"},
-        {"asset_id": "1", "changes": ["x"]},
-        {"asset_id": "1"},
+        {"price": "0.1", "size": "1", "side": "BUY"},
     ],
 )
-def test_price_change_malformed(event: dict[str, object]) -> None:
+def test_price_change_without_entries_or_an_asset_is_malformed(event: dict[str, object]) -> None:
     with pytest.raises(Malformed) as info:
         protocol.price_changes(event)
     assert info.value.reason == "bad_price_change"
 
 
-def test_price_change_bad_side_is_malformed() -> None:
-    with pytest.raises(Malformed) as info:
-        protocol.price_changes(
-            {"price_changes": [{"asset_id": "1", "price": "0.1", "size": "1", "side": "X"}]}
-        )
-    assert info.value.reason == "bad_side"
-    with pytest.raises(Malformed) as info:
-        protocol.price_changes({"asset_id": "1", "changes": [{"price": "0.1", "size": "1"}]})
-    assert info.value.reason == "bad_side"
+def test_each_price_change_entry_stands_alone() -> None:
+    """A bad entry becomes a BadEntry in its place, naming its asset when it has one; the valid
+    entries around it, for any asset, are still returned."""
+    event = {
+        "price_changes": [
+            {"asset_id": "1", "price": "0.1", "size": "1", "side": "X"},
+            {"asset_id": "2", "price": "0.2", "size": "5", "side": "BUY",
+             "best_bid": "0.2", "best_ask": "0.3"},
+            {"asset_id": "3", "price": "1.5", "size": "1", "side": "SELL"},
+            {"asset_id": "3", "price": "0.3", "size": "NaN", "side": "SELL"},
+            {"asset_id": "3", "price": "0.35", "size": "2", "side": "sell"},
+            "nope",
+            {"price": "0.1", "size": "1", "side": "BUY"},
+            {"asset_id": 5, "price": "0.1", "size": "1", "side": "BUY"},
+            {"asset_id": "4", "price": 0.4, "size": "1", "side": "BUY"},
+            {"asset_id": "4", "size": "1", "side": "BUY"},
+            {"asset_id": "4", "price": "0.4", "size": 1, "side": "BUY"},
+        ]
+    }  # fmt: skip
+    out = protocol.price_changes(event)
+    assert [(type(e).__name__, e.asset_id, getattr(e, "reason", "")) for e in out] == [
+        ("BadEntry", "1", "bad_side"),
+        ("LevelChange", "2", ""),
+        ("BadEntry", "3", "bad_price"),
+        ("BadEntry", "3", "bad_size"),
+        ("LevelChange", "3", ""),
+        ("BadEntry", None, "bad_price_change"),
+        ("BadEntry", None, "bad_price_change"),
+        ("BadEntry", None, "bad_price_change"),
+        ("BadEntry", "4", "bad_price"),
+        ("BadEntry", "4", "bad_price"),
+        ("BadEntry", "4", "bad_size"),
+    ]
+    assert out[1] == LevelChange("2", BUY, "0.2", "5", 0.2, False, "0.2", "0.3")
+    assert out[4] == LevelChange("3", SELL, "0.35", "2", 0.35, False)
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        ({"asset_id": "1", "changes": "x"}, [BadEntry("1", "bad_price_change", "changes is not a list")]),
+        ({"asset_id": "1"}, [BadEntry("1", "bad_price_change", "no recognised schema")]),
+        ({"asset_id": "1", "price": "0.1", "size": "1", "side": "?"}, [BadEntry("1", "bad_side", "'?'")]),
+        (
+            {"asset_id": "1",
+             "changes": ["x", {"price": "0.1", "size": "1"}, {"price": "0.2", "size": "0", "side": "BUY"}]},
+            [
+                BadEntry("1", "bad_price_change", "change is not an object"),
+                BadEntry("1", "bad_side", "None"),
+                LevelChange("1", BUY, "0.2", "0", 0.2, True),
+            ],
+        ),
+    ],
+)  # fmt: skip
+def test_legacy_price_change_with_an_asset_names_it_in_its_bad_entries(
+    event: dict[str, object], expected: list[object]
+) -> None:
+    assert protocol.price_changes(event) == expected
 
 
 # ---- server best ---------------------------------------------------------------------------------
