@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""The autorun scheduler's side: say which tokens to quote, start a worker once its quote is live.
+
+Each cycle the scheduler computes the tokens it wants (running, pending and starting workers) and
+writes them with one ``set_wanted`` (atomic replace of ``P desired`` + a nudge to the sidecar).
+Doing it every cycle, not only on a change, also re-asserts the set after a Redis restart without
+persistence (the sidecar holds its last set for only 60 s). A worker is started only once
+``wait_live`` returns its quote: live at the exchange, written by a running sidecar.
+
+Against the demo (``python -m sidecar.demo --seconds 120`` prints its Redis URL and tokens):
+
+    python examples/scheduler.py --redis-url redis://127.0.0.1:PORT/0 --tokens T1,T2 --duration 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from sidecar.client import QuoteClient
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--redis-url", default=os.environ.get("SIDECAR_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    ap.add_argument("--prefix", default=os.environ.get("SIDECAR_KEY_PREFIX", "pm:"))
+    ap.add_argument("--tokens", required=True, help="comma-separated token ids to run workers for")
+    ap.add_argument("--cycle-s", type=float, default=5.0, help="scheduler cycle (default 5 s)")
+    ap.add_argument("--start-timeout-s", type=float, default=30.0, help="longest wait for a live quote")
+    ap.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: never)")
+    return ap.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    wanted = [t.strip() for t in args.tokens.split(",") if t.strip()]
+    client = QuoteClient(args.redis_url, args.prefix)
+    end = time.monotonic() + args.duration if args.duration > 0 else float("inf")
+    started: set[str] = set()
+    with client:
+        while True:
+            client.set_wanted(wanted)  # ValueError on an invalid id, before anything is written
+            print(f"cycle: desired set = {len(wanted)} tokens", flush=True)
+            for token in wanted:
+                if token in started:
+                    continue
+                left = max(0.1, min(args.start_timeout_s, end - time.monotonic()))
+                quote = client.wait_live(token, left)
+                if quote is None:
+                    print(f"not live after {left:.1f}s, retry next cycle: {token}", flush=True)
+                    continue
+                started.add(token)
+                print(f"live, start worker: {token} bid={quote.bid} ask={quote.ask}", flush=True)
+                # ... subprocess.Popen([... "maker_worker.py", "--token", token]) here
+            if time.monotonic() + args.cycle_s >= end:
+                break
+            time.sleep(args.cycle_s)
+    print(f"summary: {len(started)}/{len(wanted)} workers started", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""The examples in examples/ run as documented against a real redis-server, the real sidecar and
+the simulator, and do what they say: the worker prices only from usable quotes and exits on a
+resolved market; the scheduler replaces the desired set and starts workers once quotes are live."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from decimal import Decimal
+
+import pytest
+
+from tests.helpers import REPO, wait_for
+
+pytestmark = pytest.mark.integration
+
+P = "pm:"
+
+
+def run_example(name: str, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "examples" / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(REPO),
+    )
+
+
+def test_maker_worker_prices_from_live_quotes_and_exits_on_resolution(redis_server, sim, sidecar) -> None:
+    market = sim.add_market()
+    token, other = sim.markets()[market]
+    r = redis_server.client()
+    r.sadd(P + "desired", token, other)
+    sidecar()
+    wait_for(lambda: r.hget(P + "quote:" + token, "status") == "live", 10, what="live")
+    top = sim.truth(token)
+    worker_args = ["--token", token, "--duration", "20"]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "examples" / "maker_worker.py"),
+            "--redis-url",
+            redis_server.url,
+            *worker_args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=str(REPO),
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert first.startswith("start: status=live"), first
+    usable = proc.stdout.readline()
+    assert usable.startswith(f"usable: bid={float(top.bid)} ask={float(top.ask)}"), usable
+    sim.resolve(market, token)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert "resolved (won): cancel orders and exit" in lines
+    assert lines[-1].startswith("summary: ") and "0 not usable" in lines[-1]
+
+
+def test_maker_worker_does_not_price_from_a_stale_quote(redis_server, sim, sidecar) -> None:
+    market = sim.add_market()
+    token = sim.markets()[market][0]
+    r = redis_server.client()
+    r.sadd(P + "desired", token)
+    sidecar(confirm_timeout_s=30)
+    wait_for(lambda: r.hget(P + "quote:" + token, "status") == "live", 10, what="live")
+    conn = sim.conn_for(token)
+    assert conn is not None
+    sim.mute(token)  # after the drop, nothing more for this token: it stays stale
+    sim.drop(conn.id)
+    wait_for(lambda: r.hget(P + "quote:" + token, "status") == "stale", 5, what="stale")
+    top = sim.truth(token)
+    sim.apply_silently([(token, "BUY", top.bid, str(Decimal(top.bid_size) + 5))])
+    done = run_example(
+        "maker_worker.py", "--redis-url", redis_server.url, "--token", token, "--duration", "2.5"
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert not any(line.startswith("usable") for line in lines), lines
+    assert any(line.startswith("not usable: status=stale reason=connection_") for line in lines), lines
+    assert lines[-1].startswith("summary: 0 usable")
+
+
+def test_scheduler_replaces_the_desired_set_and_starts_workers_once_live(redis_server, sim, sidecar) -> None:
+    market = sim.add_market()
+    tokens = sim.markets()[market]
+    r = redis_server.client()
+    r.sadd(P + "desired", "999")  # left over from an earlier cycle: set_wanted must remove it
+    sidecar()
+    done = run_example(
+        "scheduler.py",
+        "--redis-url",
+        redis_server.url,
+        "--tokens",
+        ",".join(tokens),
+        "--cycle-s",
+        "0.5",
+        "--duration",
+        "3",
+    )
+    assert done.returncode == 0, done.stderr
+    assert r.smembers(P + "desired") == set(tokens)
+    lines = done.stdout.splitlines()
+    started = [line for line in lines if line.startswith("live, start worker: ")]
+    assert sorted(line.split()[3] for line in started) == sorted(tokens)
+    for token in tokens:
+        top = sim.truth(token)
+        assert f"live, start worker: {token} bid={float(top.bid)} ask={float(top.ask)}" in lines
+    assert sum(line.startswith("cycle: ") for line in lines) >= 3
+    assert lines[-1] == "summary: 2/2 workers started"
+
+
+def test_scheduler_rejects_an_invalid_token_before_writing(redis_server) -> None:
+    r = redis_server.client()
+    r.sadd(P + "desired", "123")
+    done = run_example(
+        "scheduler.py", "--redis-url", redis_server.url, "--tokens", "123,abc", "--duration", "1"
+    )
+    assert done.returncode != 0
+    assert "invalid token id 'abc'" in done.stderr
+    assert r.smembers(P + "desired") == {"123"}
