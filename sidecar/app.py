@@ -2,8 +2,9 @@
 
 Socket readers, the desired-set reader and the REST client only post tuples; the loop applies
 them to the engine in arrival order, runs its timers, carries out its actions and hands quote
-writes to the Redis writer. This loop is also what feeds the systemd watchdog and refreshes the
-alive key, so a wedged loop is visible to systemd and to every worker.
+writes to the Redis writer. This loop is also what feeds the systemd watchdog and, with its summary
+heartbeat, the alive key (the writer never extends it past the latest heartbeat), so a wedged
+loop is visible to systemd and to every worker.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ TICK_S = 0.05
 SUMMARY_S = 1.0
 LOG_SUMMARY_S = 30.0
 DRAIN_MAX = 5000  # items per loop turn before timers get a chance to run
+STOP_WRITE_S = 1.2  # the final Redis write's budget: the whole stop stays within 2 s
 TRIM_S = 10.0  # malloc_trim period (~0.2 ms each): reconnect waves leave freed pages behind
 
 
@@ -51,7 +53,7 @@ class Runtime:
         self._snapshot: dict[str, Any] = {"loop_at": now, "version": __version__, "epoch": self.epoch}
         self.metrics = Metrics(lambda: self._snapshot)
         self.writer = QuoteWriter(
-            lambda: make_client(settings),
+            lambda **redis_kwargs: make_client(settings, **redis_kwargs),
             settings.key_prefix,
             settings.alive_ttl_s,
             settings.write_flush_ms,
@@ -68,6 +70,7 @@ class Runtime:
         self._ready_sent = False
         self._loop_at = now
         self._got_desired = False
+        self._inbox_lag = 0.0  # worst frame receive -> processed lag since the last summary
 
     # ---- health endpoints ----------------------------------------------------------------------
 
@@ -166,7 +169,10 @@ class Runtime:
         kind = item[0]
         engine = self.engine
         if kind == "frame":
-            engine.on_frame(item[1], item[2], item[3], wall_ms)
+            # updated_at is the frame's receive time (the reader's stamp item[3]), not this turn's
+            lag = time.monotonic() - item[3]
+            self._inbox_lag = max(self._inbox_lag, lag)
+            engine.on_frame(item[1], item[2], item[3], int(time.time() * 1000 - lag * 1000))
         elif kind == "open":
             engine.on_open(item[1], time.monotonic())
         elif kind == "closed":
@@ -202,7 +208,8 @@ class Runtime:
         engine = self.engine
         counts = engine.counts()  # one pass over the tokens for the summary and the metrics
         summary = engine.summary(wall_ms, __version__, counts)
-        self.writer.submit_summary(summary)
+        # The loop's own heartbeat: the only thing that (re)starts the alive key's TTL.
+        self.writer.submit_summary(summary, beat_at=now)
         for name, value in engine.observations:
             if name == "confirm_latency":
                 self.metrics.confirm_latency.observe(value)
@@ -223,6 +230,7 @@ class Runtime:
             "invalid_desired": engine.invalid_desired,
             "capped": engine.capped_desired,
             "oldest_live_age": engine.oldest_live_age(wall_ms),
+            "inbox_lag": self._inbox_lag,
             "socket_ages": engine.socket_ages(now),
             "redis_up": writer["redis_up"],
             "backlog": writer["backlog"],
@@ -231,6 +239,7 @@ class Runtime:
                 "desired": self.desired.errors,
             },
         }
+        self._inbox_lag = 0.0
         if not self._ready_sent and self.writer.ever_connected.is_set():
             self._ready_sent = True
             self.notifier.ready()
@@ -253,23 +262,28 @@ class Runtime:
         )
 
     def _shutdown(self, server: Any) -> None:
-        """Stale every quote we can no longer vouch for, drop the alive key, go. Within 2 s."""
+        """Stale every quote we can no longer vouch for, drop the alive key, go. Within 2 s, also
+        with Redis slow or down: the writer's final transaction fences off anything still in
+        flight, so nothing setting `live` or the alive key can land after it."""
         log.info("stopping: marking quotes stale and removing the alive key")
         self.notifier.stopping()
+        # serve_forever notices a shutdown only at its next poll (0.5 s): do not wait for it here.
+        http_down = threading.Thread(target=server.shutdown, name="metrics-stop", daemon=True)
+        http_down.start()
         engine = self.engine
         engine.shutdown()
         now = time.monotonic()
         wall_ms = int(time.time() * 1000)
         self._carry_out()
         self.writer.submit(engine.take_writes(now, wall_ms))
-        self.writer.submit_summary(engine.summary(wall_ms, __version__))
+        self.writer.submit_summary(engine.summary(wall_ms, __version__), beat_at=now)
         self.desired.stop()
         self.rest.stop()
-        if not self.writer.stop(deadline_s=1.2):
+        if not self.writer.stop(deadline_s=STOP_WRITE_S):
             log.warning("could not reach Redis while stopping; workers will see the alive key expire")
         for runner in list(self.sockets.values()):
             runner.close()
-        server.shutdown()
+        http_down.join(0.3)
         server.server_close()
 
 

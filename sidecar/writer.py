@@ -1,10 +1,14 @@
-"""The Redis side of quotes: coalescing, pipelined, atomic, and unbothered by outages.
+"""The Redis side of quotes: a thin thread around the coalescing rules in ``sidecar.coalesce``.
 
-The engine hands over writes without ever waiting. Pending writes are coalesced per token
-(latest state wins), so a slow or absent Redis costs bounded memory (one entry per token) and
-never backs up the sockets. Each flush is one MULTI/EXEC round trip: a subscriber that receives
-seq N and then reads the hash sees seq >= N. The writer also keeps the latest full state of
-every token so that after a Redis restart it can put everything back within seconds.
+The engine hands over writes without ever waiting; the rules decide what is owed (always a
+token's full latest state), this thread moves it: one MULTI/EXEC per batch (a subscriber that
+receives seq N and then reads the hash sees seq >= N), each transaction also swapping the writer's
+stamp key so that a Redis holding anything other than our last write (restart from an older
+snapshot, failover, flush) is noticed and everything is rewritten.
+
+Stopping never waits behind a slow Redis: the final transaction goes on a fresh connection and
+first kills every connection this writer opened (so no transaction still queued on them can land
+after it), then writes every owed state and the summary and deletes the alive key, in one EXEC.
 """
 
 from __future__ import annotations
@@ -12,201 +16,215 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
 import redis
+from redis.connection import AbstractConnection
 
-from sidecar.engine import QuoteWrite
+from sidecar.coalesce import Batch, Coalescer, Write
 from sidecar.metrics import Metrics
+from sidecar.ratelog import RateLimitedLog
 
 log = logging.getLogger("sidecar.writer")
 
 MAX_BATCH = 2000  # token writes per MULTI/EXEC; bigger backlogs take several round trips
+MAX_CONN_IDS = 64  # writer connections remembered for the shutdown kill (newest kept)
 
 
 class QuoteWriter:
     def __init__(
         self,
-        client_factory: Callable[[], redis.Redis],
+        client_factory: Callable[..., redis.Redis],
         prefix: str,
-        alive_ttl_s: int,
+        alive_ttl_s: float,
         flush_ms: float,
         metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``client_factory(**redis_kwargs)`` builds a client; the writer passes its connect hook
+        and, for the final transaction, short timeouts."""
         self._factory = client_factory
         self._prefix = prefix
-        self._alive_ttl = alive_ttl_s
+        self._alive_key = prefix + "sidecar:alive"
+        self._stamp_key = prefix + "sidecar:stamp"
         self._flush_s = flush_ms / 1000.0
         self._metrics = metrics
+        self._clock = clock
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._pending: dict[str, QuoteWrite] = {}
-        self._state: dict[str, dict[str, str]] = {}  # latest full fields, for rewrites
-        self._summary: dict[str, str] | None = None
-        self._summary_dirty = False
-        self._epoch = ""
+        self._halt = threading.Event()
+        self._core = Coalescer(uuid.uuid4().hex[:12], alive_ttl_s)
+        self._conn_ids: list[int] = []
+        self._closing = False
         self._client: redis.Redis | None = None
-        self._needs_rewrite = False
-        self._summary_written = False
+        self._rlog = RateLimitedLog(log)
         self.connected = False
         self.ever_connected = threading.Event()
         self.errors = 0
         self.flushes = 0
         self.written = 0
+        self.server_changes = 0
         self._thread = threading.Thread(target=self._run, name="redis-writer", daemon=True)
 
     # ---- called from the engine thread -----------------------------------------------------
 
-    def submit(self, writes: list[QuoteWrite]) -> None:
+    def submit(self, writes: Iterable[Write]) -> None:
         if not writes:
             return
         with self._lock:
-            pending = self._pending
-            state = self._state
-            for w in writes:
-                token = w.token
-                prev = pending.get(token)
-                if w.publish:
-                    if w.expire_s is not None:
-                        state.pop(token, None)
-                    else:
-                        state[token] = w.fields
-                    if prev is not None and prev.persist and w.expire_s is None:
-                        w.persist = True
-                    pending[token] = w
-                else:
-                    full = state.get(token)
-                    if full is not None:
-                        full.update(w.fields)
-                    if prev is not None and prev.publish:
-                        prev.fields.update(w.fields)  # fold updated_at into the pending change
-                    else:
-                        pending[token] = w
+            self._core.submit(writes, self._clock())
         self._wake.set()
 
-    def submit_summary(self, summary: dict[str, str]) -> None:
+    def submit_summary(self, summary: dict[str, str], beat_at: float | None = None) -> None:
+        """The loop's heartbeat (``beat_at``: its monotonic time): the alive key lives at most
+        ``alive_ttl_s`` past the latest one, however often the summary is rewritten."""
         with self._lock:
-            self._summary = summary
-            self._epoch = summary.get("epoch", self._epoch)
-            self._summary_dirty = True
+            self._core.submit_summary(summary, self._clock() if beat_at is None else beat_at)
         self._wake.set()
 
     @property
     def backlog(self) -> int:
-        return len(self._pending)
+        with self._lock:
+            return self._core.backlog
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, deadline_s: float = 1.5, delete_alive: bool = True) -> bool:
-        """Flush what is pending, delete the alive key, within the deadline. True on success."""
-        self._stop.set()
+    def stop(self, deadline_s: float = 1.2) -> bool:
+        """The final transaction, within the deadline whatever Redis does. True if it landed."""
+        end = time.monotonic() + deadline_s
+        with self._lock:
+            self._closing = True  # no new connection and no new batch from the writer thread
+            ids = list(self._conn_ids)
+            batch = self._core.take_final(self._clock())
+        self._halt.set()
         self._wake.set()
-        self._thread.join(timeout=deadline_s)
-        end = time.monotonic() + max(0.2, deadline_s / 2)
-        ok = False
-        while time.monotonic() < end:
+        while True:
+            left = end - time.monotonic()
+            if left < 0.05:
+                return False
+            client = None
             try:
-                client = self._client or self._connect()
-                self._flush(client)
-                if delete_alive:
-                    client.delete(self._prefix + "sidecar:alive")
-                ok = True
-                break
+                client = self._factory(socket_timeout=left, socket_connect_timeout=min(left, 2.0))
+                pipe = client.pipeline(transaction=True)
+                for cid in ids:
+                    pipe.execute_command("CLIENT", "KILL", "ID", cid)
+                self._queue(pipe, batch)
+                pipe.execute(raise_on_error=False)
+                return True
+            except redis.ResponseError as exc:
+                if not ids:
+                    log.warning("final write to Redis refused: %s", exc)
+                    return False
+                # CLIENT KILL refused (ACL): the transaction aborted. Write without the kill.
+                log.warning("CLIENT KILL refused at stop (%s): writing without it", exc)
+                ids = []
             except redis.RedisError as exc:
-                log.warning("final flush to Redis failed: %s", exc)
-                self._client = None
-                time.sleep(0.1)
-        return ok
+                log.warning("final write to Redis failed: %s", exc)
+                self._halt.wait(min(0.05, max(0.0, end - time.monotonic())))
+            finally:
+                if client is not None:
+                    client.close()
 
     # ---- writer thread ----------------------------------------------------------------------------
 
+    def _on_connect(self, conn: AbstractConnection) -> None:
+        """Every connection the writer opens (also redis-py's silent reconnects) is recorded by id
+        for the shutdown kill; none is opened once stopping has begun."""
+        conn.on_connect()
+        cid: int | None
+        try:
+            conn.send_command("CLIENT", "ID")
+            cid = int(conn.read_response())  # type: ignore[arg-type]
+        except redis.ResponseError:
+            cid = None  # CLIENT denied: the shutdown cannot fence this connection
+        with self._lock:
+            if self._closing:
+                raise redis.ConnectionError("the Redis writer is stopping")
+            if cid is not None:
+                self._conn_ids.append(cid)
+                del self._conn_ids[:-MAX_CONN_IDS]
+
     def _connect(self) -> redis.Redis:
-        client = self._factory()
+        client = self._factory(redis_connect_func=self._on_connect)
         client.ping()
         return client
 
     def _run(self) -> None:
         backoff = 0.1
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             if self._client is None:
                 try:
                     self._client = self._connect()
                 except redis.RedisError as exc:
                     self._note_error("connect", exc)
-                    self._stop.wait(backoff)
+                    self._halt.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
                 backoff = 0.1
-                if self.ever_connected.is_set():
-                    log.warning("Redis is back: rewriting the full state of %d tokens", len(self._state))
-                    self._needs_rewrite = True
-                else:
-                    log.info("connected to Redis")
+                log.info("connected to Redis" if not self.ever_connected.is_set() else "Redis is back")
                 self.connected = True
                 self.ever_connected.set()
             self._wake.wait(0.5)
-            if self._stop.is_set():
+            if self._halt.is_set():
                 break
             self._wake.clear()
-            if self._flush_s > 0 and len(self._pending) < MAX_BATCH:
-                time.sleep(self._flush_s)  # let a burst coalesce into one round trip
+            if self._flush_s > 0 and self.backlog < MAX_BATCH:
+                self._halt.wait(self._flush_s)  # let a burst coalesce into one round trip
             try:
                 self._flush(self._client)
             except redis.RedisError as exc:
                 self._note_error("write", exc)
                 self._client = None
-                self.connected = False
                 self._wake.set()
 
     def _note_error(self, what: str, exc: Exception) -> None:
         self.errors += 1
+        if self._halt.is_set():
+            return
         if self.connected or self.errors == 1 or self.errors % 100 == 0:
             log.warning("Redis %s failed (%d errors so far): %s", what, self.errors, exc)
         self.connected = False
 
     def _flush(self, client: redis.Redis) -> None:
-        with self._lock:
-            batch = self._pending
-            self._pending = {}
-            summary = self._summary if self._summary_dirty else None
-            self._summary_dirty = False
-            if self._needs_rewrite:
-                self._needs_rewrite = False
-                for token, fields in self._state.items():
-                    if token not in batch:
-                        batch[token] = QuoteWrite(token, dict(fields), False, persist=True)
-                if self._summary is not None:
-                    summary = self._summary
-        if not batch and summary is None:
-            return
-        items = list(batch.values())
-        try:
-            for start in range(0, max(len(items), 1), MAX_BATCH):
-                self._write(client, items[start : start + MAX_BATCH], summary)
-                summary = None
-        except redis.RedisError:
+        """Write batches until nothing is owed. Raises on a failed transaction (put back first)."""
+        while True:
             with self._lock:
-                # Put back what did not land unless something newer arrived meanwhile.
-                for w in items:
-                    if w.token not in self._pending:
-                        self._pending[w.token] = w
-                if self._summary is not None:
-                    self._summary_dirty = True
-                self._needs_rewrite = True
-            raise
+                if self._closing:
+                    return
+                batch = self._core.take(MAX_BATCH, self._clock())
+            if batch is None:
+                return
+            try:
+                seen = self._execute(client, batch)
+            except redis.RedisError:
+                with self._lock:
+                    self._core.failed(batch, self._clock())
+                raise
+            with self._lock:
+                changed = self._core.done(batch, seen, self._clock())
+                tokens = len(self._core.known)
+            if changed:
+                self.server_changes += 1
+                self._rlog.warning(
+                    "server-changed",
+                    time.monotonic(),
+                    "Redis does not hold our last write (restart from an older snapshot, failover, "
+                    "flush, or another writer on this prefix): rewriting the full state of %d tokens",
+                    tokens,
+                )
 
-    def _write(self, client: redis.Redis, items: list[QuoteWrite], summary: dict[str, str] | None) -> None:
-        prefix = self._prefix
-        quote_prefix = prefix + "quote:"
-        pipe = client.pipeline(transaction=True)
+    def _queue(self, pipe: Any, batch: Batch) -> None:
+        """Queue one batch: stamp swap, token hashes (hash and message from one snapshot), summary."""
+        pipe.set(self._stamp_key, batch.stamp, get=True)
+        quote_prefix = self._prefix + "quote:"
         dumps = orjson.dumps
-        for w in items:
+        for w in batch.writes:
             key = quote_prefix + w.token
             pipe.hset(key, mapping=w.fields)
             if w.persist:
@@ -214,37 +232,38 @@ class QuoteWriter:
             if w.expire_s is not None:
                 pipe.expire(key, w.expire_s)
             if w.publish:
-                message = dict(w.fields)
-                message["token"] = w.token
-                pipe.publish(key, dumps(message))
-        if summary is not None:
-            pipe.hset(prefix + "sidecar", mapping=summary)
-            pipe.set(prefix + "sidecar:alive", summary.get("epoch", ""), ex=self._alive_ttl)
+                pipe.publish(key, dumps(w.message()))
+        s = batch.summary
+        if s is not None:
+            pipe.hset(self._prefix + "sidecar", mapping=s.fields)
+            if s.delete_alive:
+                pipe.delete(self._alive_key)
+            elif s.alive_px is not None:
+                pipe.set(self._alive_key, s.alive, px=s.alive_px)
+
+    def _execute(self, client: redis.Redis, batch: Batch) -> str | None:
+        """Run one batch as MULTI/EXEC; returns the stamp Redis held before it."""
+        pipe = client.pipeline(transaction=True)
+        self._queue(pipe, batch)
         started = time.monotonic()
         results = pipe.execute()
         done = time.monotonic()
-        if summary is not None:
-            # HSET returns how many fields it created: after our first summary, anything but 0
-            # means the hash vanished (restart, failover, flush): put everything back.
-            if self._summary_written and results[-2]:
-                log.warning("Redis lost our keys (restart or flush): rewriting the full state")
-                with self._lock:
-                    self._needs_rewrite = True
-                self._wake.set()
-            self._summary_written = True
+        seen = results[0]
         self.flushes += 1
-        self.written += len(items)
+        self.written += len(batch.writes)
+        self.connected = True
         m = self._metrics
         if m is not None:
             m.redis_write_latency.observe(done - started)
-            if items:
-                m.flush_size.observe(len(items))
+            if batch.writes:
+                m.flush_size.observe(len(batch.writes))
             wall_ms = time.time() * 1000.0
-            for w in items:
+            for w in batch.writes:
                 if w.publish and w.recv_at is not None:
                     m.receive_to_redis.observe(done - w.recv_at)
                     if w.exch_ts is not None:
                         m.exchange_to_redis.observe(max(0.0, (wall_ms - w.exch_ts) / 1000.0))
+        return seen.decode() if isinstance(seen, bytes) else seen
 
     def snapshot(self) -> dict[str, Any]:
-        return {"redis_up": self.connected, "backlog": len(self._pending), "errors": self.errors}
+        return {"redis_up": self.connected, "backlog": self.backlog, "errors": self.errors}
