@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -30,12 +32,19 @@ _STOP = object()
 
 
 class BufferedWebSocket(websocket.WebSocket):
-    """websocket-client, reading whatever the kernel has in one call.
+    """websocket-client with one large read per system call and TLS-safe duplex I/O.
 
-    The library's frame parser asks for exactly the bytes it needs next (header, length, payload:
-    three ``recv`` calls per frame, each a syscall and a GIL hand-off). Serving those requests from
-    one large read keeps every bit of protocol handling (pings, fragments, close) in the library
-    and cuts the per-frame cost. Plugged in through ``create_connection(class_=...)``.
+    Reads: the library's frame parser asks for exactly the bytes it needs next (header, length,
+    payload: three ``recv`` calls per frame, each a syscall and a GIL hand-off). Serving those
+    requests from one large read keeps every bit of protocol handling (pings, fragments, close)
+    in the library and cuts the per-frame cost. Plugged in through ``create_connection(class_=...)``.
+
+    Duplex: the reader thread reads while the sender thread writes. On ``wss://`` both go through
+    one OpenSSL ``SSL`` object, which must never be used by two threads at once (concurrent
+    SSL_read/SSL_write gives spurious empty reads, "bad record mac" and internal errors: dropped
+    sockets). After the handshake the socket is switched to non-blocking and every read and write
+    on it runs under ``io_lock``; waiting for readiness (poll) happens outside the lock, so a
+    send never waits behind an idle read and a read never waits behind a blocked send.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -45,7 +54,21 @@ class BufferedWebSocket(websocket.WebSocket):
         # bytes received, fragmented the heap and RSS grew by megabytes a minute in the soak.
         self._rarea = bytearray(RECV_BYTES)
         self._rview = memoryview(self._rarea)
+        self.io_lock = threading.Lock()
+        self._duplex = False
+        self._rpoll: select.poll | None = None
+        self.send_deadline: float | None = None  # monotonic; set by close() to bound a stuck send
         super().__init__(*args, **kwargs)
+
+    def go_duplex(self) -> None:
+        """After the handshake: non-blocking socket, reads and writes serialised on io_lock."""
+        sock = self.sock
+        if sock is None:
+            raise websocket.WebSocketConnectionClosedException("socket is already closed.")
+        sock.setblocking(False)
+        self._rpoll = select.poll()
+        self._rpoll.register(sock, select.POLLIN)
+        self._duplex = True
 
     def shutdown(self) -> None:
         super().shutdown()
@@ -59,17 +82,61 @@ class BufferedWebSocket(websocket.WebSocket):
         buf, pos = self._rbuf, self._rpos
         if pos >= len(buf):
             sock = self.sock
-            if sock is None or sock.gettimeout() is not None:
-                buf = super()._recv(bufsize)  # handshake or timed reads: the library's own path
-            else:
-                n = sock.recv_into(self._rarea)  # blocking socket: data, EOF or an error
-                if n == 0:
-                    raise websocket.WebSocketConnectionClosedException("Connection to remote host was lost.")
-                buf = bytes(self._rview[:n])
+            # Before go_duplex (the handshake: one thread) the library's own path.
+            buf = self._read_some(sock) if sock is not None and self._duplex else super()._recv(bufsize)
             pos = 0
         chunk = buf[pos : pos + bufsize]
         self._rbuf, self._rpos = buf, pos + len(chunk)
         return chunk
+
+    def _read_some(self, sock: socket.socket) -> bytes:
+        """Whatever the socket has (at least one byte), waiting for it without holding io_lock."""
+        while True:
+            with self.io_lock:
+                try:
+                    n = sock.recv_into(self._rarea)
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    events = select.POLLIN
+                except ssl.SSLWantWriteError:  # TLS needs to write (e.g. a key update) first
+                    events = select.POLLOUT
+                else:
+                    if n == 0:
+                        raise websocket.WebSocketConnectionClosedException("Connection lost (EOF).")
+                    return bytes(self._rview[:n])
+            if events == select.POLLIN and self._rpoll is not None:
+                self._rpoll.poll()  # also wakes on HUP/ERR/NVAL: the next recv reports it
+            else:
+                _wait(sock, events, None)
+
+    def _send(self, data: str | bytes) -> int:
+        sock = self.sock
+        if sock is None:
+            raise websocket.WebSocketConnectionClosedException("socket is already closed.")
+        if not self._duplex:
+            return super()._send(data)
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        while True:
+            with self.io_lock:
+                try:
+                    return sock.send(data)
+                except (ssl.SSLWantWriteError, BlockingIOError):
+                    events = select.POLLOUT
+                except ssl.SSLWantReadError:
+                    events = select.POLLIN
+                except (ssl.SSLEOFError, ssl.SSLZeroReturnError, BrokenPipeError):
+                    raise websocket.WebSocketConnectionClosedException("socket is already closed.") from None
+            deadline = self.send_deadline
+            if deadline is not None and time.monotonic() >= deadline:
+                raise websocket.WebSocketTimeoutException("send timed out")
+            # Short slices: close() may set a deadline while we wait for a full send buffer.
+            _wait(sock, events, 0.05)
+
+
+def _wait(sock: socket.socket, events: int, timeout_s: float | None) -> None:
+    poller = select.poll()
+    poller.register(sock, events)
+    poller.poll(None if timeout_s is None else timeout_s * 1000.0)
 
 
 class SocketRunner:
@@ -77,7 +144,7 @@ class SocketRunner:
         self.conn_id = conn_id
         self.url = url
         self._post = post
-        self._ws: websocket.WebSocket | None = None
+        self._ws: BufferedWebSocket | None = None
         self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closing = threading.Event()
         self._reader = threading.Thread(target=self._read, name=f"ws-{conn_id}-read", daemon=True)
@@ -98,8 +165,10 @@ class SocketRunner:
         ws = self._ws
         if ws is not None:
             sock = ws.sock
+            # Bound the close frame (and any send stuck on a full buffer) to 0.2 s; never change
+            # the socket's blocking mode here, the reader relies on it being non-blocking.
+            ws.send_deadline = time.monotonic() + 0.2
             with contextlib.suppress(Exception):
-                sock.settimeout(0.2)  # type: ignore[union-attr]
                 ws.send_close()
             # ws.abort() is a no-op once send_close() has cleared ws.connected: shut the socket
             # down ourselves, which wakes a reader blocked in recv() at once.
@@ -124,7 +193,15 @@ class SocketRunner:
         except Exception as exc:
             post(("failed", conn_id, _classify(exc), None))
             return
-        ws.settimeout(None)  # liveness is judged by the engine on data, never by a read timeout
+        # Liveness is judged by the engine on data, never by a read timeout.
+        assert isinstance(ws, BufferedWebSocket)
+        try:
+            ws.go_duplex()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                ws.shutdown()
+            post(("failed", conn_id, _classify(exc), None))
+            return
         self._ws = ws
         if self._closing.is_set():
             ws.shutdown()

@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import random
 import re
+import ssl
 import threading
 import time
 from collections import deque
@@ -188,8 +189,10 @@ class Simulator:
         auto_create: bool = True,
         custom_features: bool = True,
         strict: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        self.tls = tls  # a server context: the market channel is served as wss:// (REST stays http)
         self._ws_port_req = ws_port
         self._rest_port_req = rest_port
         self.auto_create = auto_create
@@ -233,7 +236,8 @@ class Simulator:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.ws_port}/ws/market"
+        scheme = "wss" if self.tls is not None else "ws"
+        return f"{scheme}://{self.host}:{self.ws_port}/ws/market"
 
     @property
     def rest_url(self) -> str:
@@ -287,6 +291,7 @@ class Simulator:
             close_timeout=2,
             max_size=2**23,
             write_limit=2**18,
+            ssl=self.tls,
         )
         self.ws_port = self._ws_server.sockets[0].getsockname()[1]
         if self._act_on:
