@@ -5,6 +5,9 @@ sidecar as a subprocess (exactly what systemd would run), puts the simulator's t
 desired set and shows the quotes the way a worker would read them: from Redis. Halfway through it
 drops every exchange socket, so you can watch quotes go stale and come back live, and at the end
 it stops the sidecar with SIGTERM to show the clean-stop contract (quotes stale, alive key gone).
+Beside it runs the legacy bridge (`python -m sidecar bridge`), which keeps the maker bot's
+`ws_cache.json` current from Redis; the demo shows one token's entry live, during the drop, and
+at the end.
 
     python -m sidecar.demo [--seconds 30] [--tokens 20] [--rate 40]
 
@@ -205,6 +208,47 @@ def start_sidecar(
         log.close()
 
 
+def start_bridge(redis_url: str, cache: Path, workdir: Path) -> subprocess.Popen[bytes]:
+    """The ws_cache.json bridge, as its systemd unit runs it: `python -m sidecar bridge`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    env.update(SIDECAR_REDIS_URL=redis_url, SIDECAR_KEY_PREFIX=PREFIX, SIDECAR_LOG_LEVEL="INFO")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    log = (workdir / "bridge.log").open("wb")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sidecar", "bridge", "--ws-cache", str(cache)],
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        log.close()
+
+
+def cache_entry(cache: Path, token: str) -> dict[str, Any] | None:
+    """One token's entry in ws_cache.json, read the way a worker reads it."""
+    try:
+        doc = orjson.loads(cache.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    entry = doc.get("tokens", {}).get(token)
+    return entry if isinstance(entry, dict) else None
+
+
+CACHE_KEYS = ("best_bid", "best_ask", "price", "updated_at", "seq", "quote_status", "sidecar_alive")
+
+
+def cache_line(cache: Path, token: str) -> str:
+    entry = cache_entry(cache, token)
+    if entry is None:
+        return f"ws_cache.json has no entry for {short(token)}"
+    shown = ", ".join(f"{k}={entry.get(k)}" for k in CACHE_KEYS)
+    return f"ws_cache.json[{short(token)}]: {shown}"
+
+
 def http_status(url: str) -> int | None:
     try:
         with urllib.request.urlopen(url, timeout=1.0) as resp:
@@ -307,6 +351,7 @@ class Viewer:
     pushes: Pushes
     out: TextIO
     tty: bool
+    cache: Path | None = None  # the bridge's ws_cache.json
     notes: list[str] = field(default_factory=list)
     _prev: dict[str, tuple[str, str]] = field(default_factory=dict)
     _started: float = field(default_factory=time.monotonic)
@@ -461,6 +506,10 @@ def drop_connections(viewer: Viewer, sim: Simulator) -> float:
             f"{len(stale_at)} tokens went stale {first * 1000:.0f} ms after the drop (reason {why}); "
             "the sidecar is reconnecting with jittered backoff"
         )
+        if viewer.cache is not None:
+            cache, token = viewer.cache, viewer.tokens[0]
+            wait_until(lambda: (cache_entry(cache, token) or {}).get("best_bid") == 0.0, 1.0)
+            viewer.note(cache_line(cache, token) + " (the workers' 'unknown': REST fallback)")
         viewer.render("(just after the drop: quotes are stale until a fresh book arrives)")
     else:
         viewer.note("no token went stale within 2 s of the drop (unexpected)")
@@ -485,6 +534,22 @@ def check_against_truth(viewer: Viewer, sim: Simulator) -> None:
             t.ask_size,
         )
     viewer.note(f"activity stopped: {same}/{live} live quotes equal the simulator's true top of book")
+
+
+def show_entry(cache: Path, token: str, out: TextIO) -> None:
+    """One token's whole ws_cache.json entry: what the maker bot's workers read."""
+    entry = cache_entry(cache, token)
+    text_ = "(no entry)" if entry is None else orjson.dumps(entry, option=orjson.OPT_INDENT_2).decode()
+    print(f"\nws_cache.json entry of {token}, as the bridge wrote it:\n{text_}\n", file=out, flush=True)
+
+
+def stop_bridge(bridge: subprocess.Popen[bytes], cache: Path, token: str | None, out: TextIO) -> None:
+    """SIGTERM the bridge; it leaves every price at 0.0, since nothing keeps the file current."""
+    code = stop_process(bridge, signal.SIGTERM, 5.0)
+    line = f"bridge stopped with SIGTERM: exit code {code}"
+    if token is not None:
+        line += "; " + cache_line(cache, token)
+    print(line, file=out, flush=True)
 
 
 def stop_sidecar(viewer: Viewer | None, proc: subprocess.Popen[bytes]) -> None:
@@ -516,6 +581,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     store = ThrowawayRedis()
     sim: Simulator | None = None
     proc: subprocess.Popen[bytes] | None = None
+    bridge: subprocess.Popen[bytes] | None = None
     viewer: Viewer | None = None
     client: redis.Redis | None = None
     try:
@@ -550,6 +616,21 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                 flush=True,
             )
             wait_healthy(proc, metrics_port, workdir / "sidecar.log")
+            cache = workdir / "ws_cache.json"
+            bridge = start_bridge(store.url, cache, workdir)
+            print(
+                f"bridge: `{Path(sys.executable).name} -m sidecar bridge --ws-cache {cache}` "
+                f"pid {bridge.pid}, log {workdir / 'bridge.log'}",
+                file=out,
+                flush=True,
+            )
+            print(
+                f"try the examples meanwhile: examples/maker_worker.py --redis-url {store.url} --token "
+                f"{tokens[0]}  |  examples/scheduler.py --redis-url {store.url} --tokens "
+                f"{tokens[0]},{tokens[1 % len(tokens)]}",
+                file=out,
+                flush=True,
+            )
 
             client = redis.Redis.from_url(store.url, socket_timeout=5.0)
             pushes = Pushes()
@@ -567,7 +648,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                 f"exchange: simulator {sim.ws_url} | quiet tokens confirmed over REST every "
                 f"{DEMO_QUIET_CONFIRM_S}s | Ctrl-C to stop",
             ]
-            viewer = Viewer(client, tokens, sleepy, header, pushes, out, tty)
+            viewer = Viewer(client, tokens, sleepy, header, pushes, out, tty, cache=cache)
             began = time.monotonic()
             wait_until(lambda: pushes.live_count() >= len(tokens), 10.0)
             # P sidecar is written once a second: let it catch up so the first frame is coherent.
@@ -576,9 +657,12 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                 f"{pushes.live_count()}/{len(tokens)} tokens live {time.monotonic() - began:.2f}s after "
                 f"the desired set was written; connections will be dropped in {args.seconds / 2:.0f}s"
             )
+            wait_until(lambda: cache_entry(cache, tokens[0]) is not None, 2.0)
+            viewer.note(cache_line(cache, tokens[0]))
             show(viewer, args.seconds, sim)
             check_against_truth(viewer, sim)
             viewer.render("(final frame)")
+            show_entry(cache, tokens[0], out)
     except KeyboardInterrupt:
         print("\ninterrupted; stopping everything", file=out, flush=True)
     except DemoError as exc:
@@ -591,6 +675,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         # Shut down in dependency order, even after Ctrl-C: the sidecar needs Redis for its clean stop.
         with ignoring_interrupts():
+            if bridge is not None:
+                stop_bridge(bridge, workdir / "ws_cache.json", viewer.tokens[0] if viewer else None, out)
             if proc is not None:
                 stop_sidecar(viewer, proc)
             if client is not None:
