@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar import health, protocol
+from sidecar import crosscheck, health, protocol
 from sidecar.protocol import BUY, Malformed
 from sidecar.quote import LIVE, PENDING, RESOLVED, RESYNCING, STALE, UNSUBSCRIBED, TokenState
 from sidecar.ratelog import RateLimitedLog
@@ -26,7 +26,8 @@ from sidecar.shards import CONNECTING, OPEN, Conn, Shard, ShardMap, chunks
 log = logging.getLogger("sidecar.engine")
 
 MAX_IDS_PER_FRAME = 100
-RESYNC_WAIT_S = 5.0  # after tick_size_change the server normally sends a book within this
+RESYNC_WAIT_S = 5.0  # a resyncing token with no book this long is redriven (again), then every 4x this
+BBO_SETTLING = "bbo_settling"  # reason while a top disagreeing with the exchange's may still settle
 RETIRE_GRACE_S = 10.0  # how long a replaced socket may linger before it is closed anyway
 REST_BATCH = 500
 REDRIVE_SLOW_S = 300.0  # retry period for a token whose redrive and move budget is spent
@@ -95,6 +96,7 @@ class EngineConfig:
     quiet_confirm_s: float = 30.0
     rest_enabled: bool = True
     unsubscribed_ttl_s: int = 300
+    bbo_grace_s: float = 1.0
 
     @classmethod
     def from_settings(cls, s: Any) -> EngineConfig:
@@ -138,6 +140,8 @@ class Engine:
         self._frame_own = 0  # events in this frame for the socket's own tokens (its data)
         self._event_is_delta = False
         self._seq_floor = 0
+        self._unsettled: dict[str, crosscheck.Unsettled] = {}  # see _crosscheck
+        self._reseed: set[str] = set()  # resyncing tokens to reseed over REST with the next actions
         self._rlog = RateLimitedLog(log)
         self.stopping = False
 
@@ -616,13 +620,8 @@ class Engine:
             st = self.tokens[token]
             st.last_recv = now
             ch = last[token]
-            has_bbo = ch.best_bid is not None or ch.best_ask is not None
-            if has_bbo and not self._check_bbo(st, ch.best_bid, ch.best_ask, now):
-                continue
-            if st.status != LIVE:
-                continue  # no trustworthy book until the next snapshot: publish nothing
-            if st.book.crossed:
-                self.stats["crossed_books", ""] += 1
+            if not self._crosscheck(st, ch.best_bid, ch.best_ask, now, wall_ms):
+                continue  # not live, or its top is not (yet) the exchange's: publish nothing
             st.updated_at = wall_ms
             st.last_quiet_check = now
             if moved:
@@ -659,60 +658,115 @@ class Engine:
         return [st for t in conn.subscribed if (st := self.tokens[t]).market == market]
 
     def _distrust(self, sts: Iterable[TokenState], now: float) -> None:
-        """Live books that missed an update are no longer known right: resync them (a WS redrive and
-        a REST reseed at once). Any other book is not shown anyway."""
-        reseed = []
+        """Trusted books that missed an update are no longer known right: resync them (a WS redrive
+        and a REST reseed at once, see :meth:`_resync`). Any other book is not shown anyway."""
         for st in sts:
-            if st.status == LIVE:
+            if st.status == LIVE or (st.status == RESYNCING and st.reason == BBO_SETTLING):
                 self._resync(st, "bad_entry", now, redrive=True)
-                reseed.append(st.token)
-        self._request_rest(reseed)
 
-    def _check_bbo(self, st: TokenState, best_bid: Any, best_ask: Any, now: float) -> bool:
-        """Cross-check the server's top against ours; on a mismatch the token goes resyncing."""
-        sb = protocol.server_best(best_bid, empty_marker=0.0)
-        sa = protocol.server_best(best_ask, empty_marker=1.0)
-        if sb == st.book.bid_key and sa == st.book.ask_key:
+    def _crosscheck(self, st: TokenState, best_bid: Any, best_ask: Any, now: float, wall_ms: int) -> bool:
+        """Is this token's top publishable as ``live``: live (or settling) and consistent with the
+        exchange's stated best prices (if the message had any) and not crossed?
+
+        A disagreement may be a crossing trade still arriving (several messages, one timestamp,
+        the first already stating the final top). Meanwhile the token is ``resyncing``
+        (``bbo_settling``): the hash keeps the prices it last showed as live, nothing disagreeing
+        with the exchange's own best prices is written as live, nothing is redriven. Agreement
+        within ``bbo_grace_s`` makes it live again (an exchange confirmation: updated_at moves);
+        a disagreement that outlasts it is a real mismatch (see :meth:`_escalate`).
+        """
+        settling = st.status == RESYNCING and st.reason == BBO_SETTLING
+        if st.status != LIVE and not settling:
+            return False  # no trustworthy book until the next snapshot (or REST reseed)
+        try:
+            stated = crosscheck.claim(best_bid, best_ask)
+        except Malformed as exc:
+            self.stats["parse_errors", exc.reason] += 1
+            stated = None  # an unreadable claim cannot be judged; the book itself still is
+        pending = self._unsettled.get(st.token) if settling else None
+        if stated is None and pending is not None:
+            stated = pending.claim  # a message without a claim is judged against the latest one
+        book = st.book
+        if book.crossed:
+            self.stats["crossed_books", ""] += 1
+        if crosscheck.agrees(stated, book.bid_key, book.ask_key):
+            if settling:
+                self._unsettled.pop(st.token, None)
+                self.stats["bbo_settled", ""] += 1
+                st.status = LIVE
+                st.reason = ""
+                self._dirty.add(st.token)
             return True
-        if st.status != LIVE:
-            return False  # no trustworthy book yet; the next snapshot settles it
-        self.stats["bbo_mismatch", ""] += 1
-        self._rlog.warning(
-            "bbo_mismatch",
-            now,
-            "token %s: server top %s/%s differs from local book %s/%s; resyncing",
-            st.token,
-            best_bid,
-            best_ask,
-            st.book.bid_key,
-            st.book.ask_key,
-        )
-        self._resync(st, "bbo_mismatch", now, redrive=True)
+        if pending is None:
+            self._unsettled[st.token] = crosscheck.Unsettled(now, now + self.cfg.bbo_grace_s, stated)
+            if not settling:
+                st.status = RESYNCING
+                st.reason = BBO_SETTLING
+                self._dirty.add(st.token)
+            return False
+        pending.claim = stated
+        if now >= pending.deadline:
+            self._escalate(st, now)
         return False
 
+    def _escalate(self, st: TokenState, now: float) -> None:
+        """A disagreement that outlasted the grace: the book is wrong. Resync (WS + REST at once)."""
+        pending = self._unsettled.pop(st.token, None)
+        stated = pending.claim if pending is not None else None
+        crossed = st.book.crossed
+        mismatch = stated is not None and stated != (st.book.bid_key, st.book.ask_key)
+        reason = "bbo_mismatch" if mismatch else "crossed_book"
+        if mismatch:
+            self.stats["bbo_mismatch", ""] += 1
+        self._rlog.warning(
+            reason,
+            now,
+            "token %s: exchange top %s differs from local book %s/%s (crossed: %s) for %.2fs; resyncing",
+            st.token,
+            stated,
+            st.book.bid_key,
+            st.book.ask_key,
+            crossed,
+            now - pending.since if pending is not None else 0.0,
+        )
+        self._resync(st, reason, now, redrive=True)
+
+    def _check_unsettled(self, now: float) -> None:
+        """Escalate settling tokens whose grace ran out with no message to judge them by."""
+        for token, pending in list(self._unsettled.items()):
+            if now < pending.deadline:
+                continue
+            st = self.tokens.get(token)
+            if st is None or st.status != RESYNCING or st.reason != BBO_SETTLING:
+                del self._unsettled[token]  # settled some other way (a book, a lost socket)
+                continue
+            self._escalate(st, now)
+
     def _resync(self, st: TokenState, reason: str, now: float, redrive: bool) -> None:
+        """The book is no longer known right: ``resyncing`` until a WS book or a REST reseed, both
+        asked for at once (``redrive``); without a book within RESYNC_WAIT_S it is redriven again."""
         if st.status == RESOLVED:
             return
-        if st.status != RESYNCING:
+        if st.status != RESYNCING or st.reason == BBO_SETTLING:
             st.status = RESYNCING
             st.reason = reason
             self._dirty.add(st.token)
+        self._unsettled.pop(st.token, None)
+        st.resync_deadline = now + RESYNC_WAIT_S
+        self._reseed.add(st.token)
         if redrive:
-            st.resync_deadline = now + RESYNC_WAIT_S
             self._redrive([st.token], reason, now)
-        else:
-            st.resync_deadline = now + RESYNC_WAIT_S
 
     def _on_best_bid_ask(self, conn: Conn, event: dict[str, Any], now: float, wall_ms: int) -> None:
         st = self._token_event(conn, event.get("asset_id"), now)
         if st is None:
             return
-        if st.status == RESYNCING:
-            return
-        if self._check_bbo(st, event.get("best_bid"), event.get("best_ask"), now) and st.status == LIVE:
+        was_live = st.status == LIVE
+        if self._crosscheck(st, event.get("best_bid"), event.get("best_ask"), now, wall_ms):
             st.updated_at = wall_ms
             st.last_quiet_check = now
-            self._touched.add(st.token)
+            if was_live:
+                self._touched.add(st.token)
 
     def _on_trade(self, conn: Conn, event: dict[str, Any], now: float) -> None:
         st = self._token_event(conn, event.get("asset_id"), now)
@@ -734,15 +788,23 @@ class Engine:
         if st is None:
             return
         new_tick = event.get("new_tick_size")
+        trusted = st.status == LIVE or (st.status == RESYNCING and st.reason == BBO_SETTLING)
+        # Captured traffic has the book a few ms before its tick_size_change: a trusted book that
+        # already carries the new tick is on the new grid, so there is nothing to resync.
+        reflected = trusted and crosscheck.same_tick(st.tick_size, new_tick)
         if isinstance(new_tick, str):
             st.tick_size = new_tick
         ts = protocol.timestamp_ms(event.get("timestamp"))
         if ts is not None:
             st.ts = ts
         st.last_recv = now
-        if st.status in (LIVE, STALE, RESYNCING):
-            # A new tick grid is a new book epoch: untrusted until the snapshot that follows.
-            self._resync(st, "tick_size_change", now, redrive=False)
+        if reflected:
+            self.stats["tick_size_change", "reflected"] += 1
+        elif st.status in (LIVE, RESYNCING):
+            # A new tick grid is a new book epoch: untrusted until a fresh book. Reseed from REST at
+            # once (the next WS book still wins); without REST, redrive at once instead.
+            self.stats["tick_size_change", "resync"] += 1
+            self._resync(st, "tick_size_change", now, redrive=not self.cfg.rest_enabled)
         self._dirty.add(st.token)
 
     def _on_resolved(self, conn: Conn, event: dict[str, Any], now: float) -> None:
@@ -774,7 +836,12 @@ class Engine:
                 continue
             asset = summary.get("asset_id")
             st = self.tokens.get(asset) if isinstance(asset, str) else None
-            if st is None or st.status != LIVE:
+            if st is None:
+                continue
+            if st.status == RESYNCING and st.reason != BBO_SETTLING:
+                self._reseed_from_rest(st, summary, now, wall_ms)
+                continue
+            if st.status != LIVE:
                 continue
             try:
                 raw_bids, raw_asks = protocol.book_sides(summary)
@@ -816,6 +883,41 @@ class Engine:
             self._dirty.add(st.token)
             self._redrive([st.token], "rest_mismatch", now)
 
+    def _reseed_from_rest(self, st: TokenState, summary: dict[str, Any], now: float, wall_ms: int) -> None:
+        """A REST book for a resyncing token: the exchange's own snapshot makes it live again (the
+        contract promises a fresh book over WS or REST), unless the socket has already applied
+        events newer than it (then the WS book the redrive asked for settles it) or it is crossed.
+        A WS book arriving later replaces it as usual."""
+        try:
+            raw_bids, raw_asks = protocol.book_sides(summary)
+            bids = protocol.parse_levels(raw_bids)
+            asks = protocol.parse_levels(raw_asks)
+        except Malformed as exc:
+            self.stats["parse_errors", f"rest_{exc.reason}"] += 1
+            return
+        rest_ts = protocol.timestamp_ms(summary.get("timestamp"))
+        if rest_ts is not None and st.ts is not None and rest_ts < st.ts:
+            self.stats["rest_reseed", "older"] += 1
+            return
+        if not crosscheck.agrees(None, max(bids) if bids else None, min(asks) if asks else None):
+            self.stats["rest_reseed", "crossed"] += 1
+            return
+        self.stats["rest_reseed", "applied"] += 1
+        st.book.replace(bids, asks)
+        if rest_ts is not None:
+            st.ts = rest_ts
+        tick = summary.get("tick_size")
+        if isinstance(tick, str):
+            st.tick_size = tick
+        st.status = LIVE
+        st.reason = ""
+        st.source = "rest"
+        st.resync_deadline = None
+        st.updated_at = wall_ms
+        st.last_recv = now
+        st.last_quiet_check = now
+        self._dirty.add(st.token)
+
     # ---- time ------------------------------------------------------------------------------------
 
     def tick(self, now: float, wall_ms: int) -> None:
@@ -838,6 +940,8 @@ class Engine:
         for shard in self.shards:
             if shard.retiring:
                 self._retire_done(shard, now)
+        if self._unsettled:
+            self._check_unsettled(now)
         if now - self._last_slow_check >= SLOW_CHECK_S:
             self._last_slow_check = now
             self._check_tokens(now)
@@ -898,16 +1002,19 @@ class Engine:
         quiet: list[str] = []
         for st in self.tokens.values():
             status = st.status
-            if status == PENDING or (status in (STALE, RESYNCING) and not st.confirmed):
+            if status == RESYNCING:
+                # No book (or REST reseed) since the resync: ask both again, then every 4x as long.
+                if st.resync_deadline is not None and now >= st.resync_deadline:
+                    st.resync_deadline = now + RESYNC_WAIT_S * 4
+                    redrive.setdefault("resync_timeout", []).append(st.token)
+                    self._reseed.add(st.token)
+            elif status == PENDING or (status == STALE and not st.confirmed):
                 if st.sub_sent_at is None:
                     continue
                 timeout = self.cfg.confirm_timeout_s * (2 ** min(st.redrives, 4))
                 if st.confirmed or now - st.sub_sent_at < timeout or now < st.next_redrive_at:
                     continue
                 self._unconfirmed(st, now, redrive)
-            elif status == RESYNCING and st.resync_deadline is not None and now >= st.resync_deadline:
-                st.resync_deadline = now + RESYNC_WAIT_S * 4
-                redrive.setdefault("resync_timeout", []).append(st.token)
             elif status == LIVE:
                 idle = now - st.last_event_at
                 limit = health.stall_threshold(st.event_gap, st.events, self.cfg.silence_max_s)
@@ -953,24 +1060,23 @@ class Engine:
 
     def _unconfirmed(self, st: TokenState, now: float, redrive: dict[str, list[str]]) -> None:
         """No first event: redrive a few times with growing patience, then move to a fresh socket,
-        then keep retrying slowly. Always visible as pending with a reason."""
+        then keep retrying slowly. A pending token shows each step in its reason; a stale one keeps
+        its own (why it stopped being live): the no_first_event_* reasons are pending-only."""
         if st.redrives < self.cfg.redrive_max:
             st.redrives += 1
-            st.reason = f"no_first_event_redrive_{st.redrives}"
-            self._dirty.add(st.token)
+            self._pending_reason(st, f"no_first_event_redrive_{st.redrives}")
             redrive.setdefault("confirm_timeout", []).append(st.token)
             return
         if st.moves < 1:
             st.moves += 1
             st.redrives = 0
-            st.reason = "no_first_event_moved"
-            self._dirty.add(st.token)
+            self._pending_reason(st, "no_first_event_moved")
             self._move(st, now)
             return
         st.next_redrive_at = now + REDRIVE_SLOW_S
-        if st.reason != "no_data":
-            st.reason = "no_data"
-            self._dirty.add(st.token)
+        if st.moves == 1:  # the budget just ran out: from now on one retry every REDRIVE_SLOW_S
+            st.moves = 2
+            self._pending_reason(st, "no_data")
             self._rlog.warning(
                 "no_data",
                 now,
@@ -980,6 +1086,11 @@ class Engine:
             )
         else:
             redrive.setdefault("confirm_retry", []).append(st.token)
+
+    def _pending_reason(self, st: TokenState, reason: str) -> None:
+        if st.status == PENDING and st.reason != reason:
+            st.reason = reason
+            self._dirty.add(st.token)
 
     def _move(self, st: TokenState, now: float) -> None:
         old = st.shard_id
@@ -1003,11 +1114,17 @@ class Engine:
             if st.status in (STALE, PENDING):
                 st.reason = "sidecar_stopped"
                 self._dirty.add(st.token)
+        self._unsettled.clear()
+        self._reseed.clear()
         for conn in list(self.conns.values()):
             self._actions.append(Close(conn.id, "shutdown"))
         self.conns.clear()
 
     def take_actions(self) -> list[Action]:
+        if self._reseed:  # one batch for every resync of this step
+            tokens = self.tokens
+            self._request_rest(t for t in self._reseed if t in tokens and tokens[t].status == RESYNCING)
+            self._reseed.clear()
         out, self._actions = self._actions, []
         return out
 
@@ -1045,7 +1162,9 @@ class Engine:
                     keep.add(token)  # refresh later, at most once a second
                     continue
                 st.last_touch_write = now
-                out.append(QuoteWrite(token, {"updated_at": str(st.updated_at)}, False))
+                # ts too: the hash's ts is the latest event applied, also when only updated_at moves
+                refresh = {"updated_at": str(st.updated_at), "ts": "" if st.ts is None else str(st.ts)}
+                out.append(QuoteWrite(token, refresh, False))
             self._touched = keep
         return out
 

@@ -343,11 +343,11 @@ def test_price_change_below_the_top_only_refreshes_updated_at_once_a_second() ->
     s.now = T0 + 0.5
     assert s.frame(conn, legacy_pc_ev(A, [("0.45", "BUY", "77")])) == []
     assert s.tick_at(T0 + 0.9) == []
-    assert s.tick_at(T0 + 1.0) == [QuoteWrite(A, {"updated_at": str(TS0 + 500)}, False)]
+    assert s.tick_at(T0 + 1.0) == [QuoteWrite(A, {"updated_at": str(TS0 + 500), "ts": str(TS0)}, False)]
     s.now = T0 + 1.2
     assert s.frame(conn, pc_ev([pc_entry(A, "0.53", "9", "SELL", best_bid="0.49", best_ask="0.51")])) == []
     assert s.tick_at(T0 + 1.5) == []
-    assert s.tick_at(T0 + 2.0) == [QuoteWrite(A, {"updated_at": str(TS0 + 1200)}, False)]
+    assert s.tick_at(T0 + 2.0) == [QuoteWrite(A, {"updated_at": str(TS0 + 1200), "ts": str(TS0)}, False)]
     assert s.tick_at(T0 + 5.0) == []
     assert s.last(A)["seq"] == seq
     assert s.engine.tokens[A].book.depth() == (3, 3)
@@ -417,6 +417,9 @@ def test_server_best_mismatch_resyncs_and_redrives() -> None:
     s.now = T0 + 1
     # the entry says the top is 0.47 while the local book's is 0.49
     (w,) = s.frame(conn, pc_ev([pc_entry(A, "0.40", "5", "BUY", best_bid="0.47", best_ask="0.51")]))
+    assert (w.fields["status"], w.fields["reason"]) == ("resyncing", "bbo_settling")
+    assert s.ops(m) == []
+    (w,) = s.tick_at(T0 + 2)  # the disagreement outlasted SIDECAR_BBO_GRACE_S (1 s)
     assert (w.fields["status"], w.fields["reason"]) == ("resyncing", "bbo_mismatch")
     assert s.stat("bbo_mismatch") == 1
     assert s.stat("redrives", "bbo_mismatch") == 1
@@ -456,9 +459,11 @@ def test_best_bid_ask_event_confirms_or_resyncs() -> None:
     s.now = T0 + 3
     # agreement: an updated_at-only refresh, no publish
     assert s.frame(conn, {**bba, "best_bid": "0.49", "best_ask": "0.51"}) == [
-        QuoteWrite(A, {"updated_at": str(TS0 + 3000)}, False)
+        QuoteWrite(A, {"updated_at": str(TS0 + 3000), "ts": str(TS0)}, False)
     ]
     (w,) = s.frame(conn, {**bba, "best_bid": "0.48", "best_ask": "0.51"})
+    assert (w.fields["status"], w.fields["reason"]) == ("resyncing", "bbo_settling")
+    (w,) = s.tick_at(T0 + 4)  # past SIDECAR_BBO_GRACE_S
     assert (w.fields["status"], w.fields["reason"]) == ("resyncing", "bbo_mismatch")
 
 
@@ -478,7 +483,7 @@ def test_tick_size_change_resyncs_until_the_next_book() -> None:
     (w,) = s.frame(conn, change)
     assert (w.fields["status"], w.fields["reason"]) == ("resyncing", "tick_size_change")
     assert (w.fields["tick_size"], w.fields["ts"]) == ("0.001", str(TS0 + 5))
-    assert s.ops(m) == []  # the server sends the new book by itself
+    assert s.ops(m) == [(conn, "unsubscribe", [A]), (conn, "subscribe", [A])]  # no REST: a WS book now
     assert s.frame(conn, legacy_pc_ev(A, [("0.495", "BUY", "3")])) == []
     assert s.status(A) == "resyncing"
     (w,) = s.frame(conn, book_ev(A, [("0.491", "4")], [("0.509", "5")], tick_size="0.001"))
@@ -972,8 +977,8 @@ def test_quiet_live_tokens_are_confirmed_over_rest() -> None:
     m = s.mark()
     writes = s.rest(request_id, [summary(A), summary(B)])
     assert sorted(writes, key=lambda w: w.token) == [
-        QuoteWrite(A, {"updated_at": str(TS0 + 40_000)}, False),
-        QuoteWrite(B, {"updated_at": str(TS0 + 40_000)}, False),
+        QuoteWrite(A, {"updated_at": str(TS0 + 40_000), "ts": str(TS0)}, False),
+        QuoteWrite(B, {"updated_at": str(TS0 + 40_000), "ts": str(TS0)}, False),
     ]
     assert s.stat("rest_confirm", "match") == 2
     assert s.ops(m) == []
@@ -994,7 +999,7 @@ def test_rest_book_that_differs_and_is_newer_is_applied_and_redriven() -> None:
         [summary(A, [("0.47", "9")], [("0.53", "8")], ts=TS0 + 20_000), summary(C), summary(B)],
     )
     w, touch = sorted(writes, key=lambda x: x.token)
-    assert touch == QuoteWrite(B, {"updated_at": str(TS0 + 30_000)}, False)  # B matched
+    assert touch == QuoteWrite(B, {"updated_at": str(TS0 + 30_000), "ts": str(TS0)}, False)  # B matched
     assert w.token == A and w.publish
     assert top(w.fields) == ("0.47", "9", "0.53", "8")
     assert (w.fields["source"], w.fields["status"]) == ("rest", "live")
