@@ -7,7 +7,8 @@ at least every ``heartbeat_s``. Polling, not pub/sub: at 140 tokens and ~260 eve
 few percent of a core (scripts/bench_bridge.py), reads the alive key and the unpublished
 ``updated_at`` refreshes every time, and has no subscription to lose in a Redis restart.
 
-Imports only the client package and the standard library: no engine, pydantic or Prometheus.
+Imports only the client package, the dependency-free ``sidecar.systemd`` (sd_notify) and the
+standard library: no engine, writer, pydantic, WebSocket or Prometheus code is loaded.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import redis
 
 from sidecar.bridge_core import BridgeState
 from sidecar.client import QuoteClient, check_tokens
+from sidecar.systemd import Notifier
 
 log = logging.getLogger("sidecar.bridge")
 
@@ -126,6 +128,8 @@ class Bridge:
         self.state = BridgeState()
         self.stop = threading.Event()
         self.errors = ErrorLog()
+        self.notifier = Notifier()
+        self.redis_ok = False
         self.writes = 0
         self._dirty = True  # the first cycle always writes: an old run's file must not linger
         self._last_write = 0.0
@@ -153,9 +157,19 @@ class Bridge:
         )
         next_summary = time.monotonic() + SUMMARY_EVERY_S
         writes_at_summary = 0
+        next_ping = 0.0
         while not self.stop.is_set():
             began = time.monotonic()
             self.cycle()
+            if began >= next_ping and self.notifier.enabled:
+                # READY after the first cycle; WATCHDOG from the loop that writes, so a wedged loop
+                # is restarted by systemd.
+                interval = self.notifier.watchdog_interval_s
+                next_ping = began + (min(interval, 5.0) if interval else 5.0)
+                self.notifier.notify(
+                    f"READY=1\nWATCHDOG=1\nSTATUS={len(self.state.entries)} entries, "
+                    f"redis {'ok' if self.redis_ok else 'UNREADABLE'}, {self.writes} writes"
+                )
             if began >= next_summary:
                 next_summary = began + SUMMARY_EVERY_S
                 live = sum(1 for e in self.state.entries.values() if e.quote_status == "live")
@@ -169,6 +183,7 @@ class Bridge:
                 )
                 writes_at_summary = self.writes
             self.stop.wait(max(0.0, self.poll_s - (time.monotonic() - began)))
+        self.notifier.stopping()
         # Nothing vouches for the file once the bridge stops: leave every price at 0.0.
         self.state.apply(self.state.desired, None)
         self.write(time.time(), final=True)
@@ -187,8 +202,10 @@ class Bridge:
             self.errors.error(
                 "redis", time.monotonic(), f"bridge: cannot read Redis: {type(exc).__name__}: {exc}"
             )
+            self.redis_ok = False
             changed = self.state.apply(self.state.desired, None)
         else:
+            self.redis_ok = True
             self.errors.clear("redis", "bridge: Redis readable again")
             changed = self.state.apply(desired, quotes)
         mono = time.monotonic()

@@ -346,7 +346,7 @@ def test_the_bridge_imports_neither_pydantic_nor_the_engine() -> None:
     code = (
         "import sys, sidecar.cli, sidecar.bridge; "
         "bad = [m for m in ('pydantic', 'sidecar.engine', 'sidecar.writer', 'websocket', "
-        "'websockets', 'prometheus_client', 'sidecar.config') if m in sys.modules]; print(bad)"
+        "'websockets', 'prometheus_client', 'sidecar.config', 'sidecar.app') if m in sys.modules]; print(bad)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "[]", out.stderr
