@@ -13,6 +13,7 @@ after it), then writes every owed state and the summary and deletes the alive ke
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -108,28 +109,45 @@ class QuoteWriter:
             left = end - time.monotonic()
             if left < 0.05:
                 return False
-            client = None
             try:
-                client = self._factory(socket_timeout=left, socket_connect_timeout=min(left, 2.0))
-                pipe = client.pipeline(transaction=True)
-                for cid in ids:
-                    pipe.execute_command("CLIENT", "KILL", "ID", cid)
-                self._queue(pipe, batch)
-                pipe.execute(raise_on_error=False)
+                self._send_final(ids, batch, left)
                 return True
-            except redis.ResponseError as exc:
-                if not ids:
-                    log.warning("final write to Redis refused: %s", exc)
-                    return False
-                # CLIENT KILL refused (ACL): the transaction aborted. Write without the kill.
-                log.warning("CLIENT KILL refused at stop (%s): writing without it", exc)
-                ids = []
             except redis.RedisError as exc:
                 log.warning("final write to Redis failed: %s", exc)
-                self._halt.wait(min(0.05, max(0.0, end - time.monotonic())))
+                time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+
+    def _send_final(self, ids: list[int], batch: Batch, timeout_s: float) -> None:
+        """Kill our other connections, then the final MULTI/EXEC, all sent in one go on a fresh
+        connection without a handshake round trip (RESP2, no name, no lib info; only a configured
+        password still costs its AUTH round trip): even behind a busy
+        Redis the bytes are out before the deadline, and the kills run before the transaction.
+        A transaction still queued on a killed connection is dropped by Redis with it."""
+        client = self._factory(
+            socket_timeout=timeout_s,
+            socket_connect_timeout=min(timeout_s, 2.0),
+            client_name=None,
+            driver_info=None,
+            protocol=2,  # RESP3 would start with HELLO and wait for its reply
+        )
+        try:
+            pipe = client.pipeline(transaction=False)
+            self._queue(pipe, batch)
+            cmds: list[tuple[Any, ...]] = [("CLIENT", "KILL", "ID", cid) for cid in ids]
+            cmds += [("MULTI",), *(args for args, _ in pipe.command_stack), ("EXEC",)]
+            conn = client.connection_pool.get_connection()
+            try:
+                conn.send_packed_command(conn.pack_commands(cmds))
+                for _ in range(len(cmds) - 1):
+                    # An error here is a connection already gone, or a refused command (which
+                    # aborts the EXEC below).
+                    with contextlib.suppress(redis.ResponseError):
+                        conn.read_response()
+                conn.read_response()  # EXEC: raises if the transaction was aborted
             finally:
-                if client is not None:
-                    client.close()
+                conn.disconnect()
+                client.connection_pool.release(conn)
+        finally:
+            client.close()
 
     # ---- writer thread ----------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -67,7 +68,13 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self, rdb: Path | None = None) -> None:
+        """Start empty, or from ``rdb`` (a snapshot taken earlier with :meth:`save_rdb`)."""
+        dump = self.tmp / "dump.rdb"
+        if rdb is not None:
+            shutil.copyfile(rdb, dump)
+        else:
+            dump.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
             [
                 self.binary,
@@ -97,6 +104,15 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, decode_responses=True)
+
+    def save_rdb(self, name: str) -> Path:
+        """SAVE now and keep a copy of the snapshot, to restart from it later."""
+        client = redis.Redis(port=self.port)
+        client.save()
+        client.close()
+        out = self.tmp / name
+        shutil.copyfile(self.tmp / "dump.rdb", out)
+        return out
 
 
 def _pings(client: redis.Redis) -> bool:
