@@ -4,17 +4,28 @@ resolved market; the scheduler replaces the desired set and starts workers once 
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
+from collections import Counter
 from decimal import Decimal
+from types import ModuleType
 
 import pytest
 
 from tests.helpers import REPO, wait_for
 
-pytestmark = pytest.mark.integration
+integration = pytest.mark.integration
 
 P = "pm:"
+
+
+def load_example(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_example(name: str, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -27,6 +38,7 @@ def run_example(name: str, *args: str, timeout: float = 30.0) -> subprocess.Comp
     )
 
 
+@integration
 def test_maker_worker_prices_from_live_quotes_and_exits_on_resolution(redis_server, sim, sidecar) -> None:
     market = sim.add_market()
     token, other = sim.markets()[market]
@@ -62,6 +74,7 @@ def test_maker_worker_prices_from_live_quotes_and_exits_on_resolution(redis_serv
     assert lines[-1].startswith("summary: ") and "0 not usable" in lines[-1]
 
 
+@integration
 def test_maker_worker_does_not_price_from_a_stale_quote(redis_server, sim, sidecar) -> None:
     market = sim.add_market()
     token = sim.markets()[market][0]
@@ -86,6 +99,7 @@ def test_maker_worker_does_not_price_from_a_stale_quote(redis_server, sim, sidec
     assert lines[-1].startswith("summary: 0 usable")
 
 
+@integration
 def test_scheduler_replaces_the_desired_set_and_starts_workers_once_live(redis_server, sim, sidecar) -> None:
     market = sim.add_market()
     tokens = sim.markets()[market]
@@ -115,6 +129,7 @@ def test_scheduler_replaces_the_desired_set_and_starts_workers_once_live(redis_s
     assert lines[-1] == "summary: 2/2 workers started"
 
 
+@integration
 def test_scheduler_rejects_an_invalid_token_before_writing(redis_server) -> None:
     r = redis_server.client()
     r.sadd(P + "desired", "123")
@@ -124,3 +139,38 @@ def test_scheduler_rejects_an_invalid_token_before_writing(redis_server) -> None
     assert done.returncode != 0
     assert "invalid token id 'abc'" in done.stderr
     assert r.smembers(P + "desired") == {"123"}
+
+
+def test_compare_counts_agreement_old_false_freshness_and_membership() -> None:
+    compare = load_example("compare_ws_cache").compare
+    now = 1_000.0
+
+    def e(bid: float, ask: float, age: float, **extra: object) -> dict[str, object]:
+        return {"best_bid": bid, "best_ask": ask, "updated_at": now - age, **extra}
+
+    old = {
+        "tokens": {
+            "1": e(0.5, 0.6, 1),
+            "2": e(0.5, 0.6, 1),  # the old aggregator's false freshness after a reconnect
+            "3": e(0.5, 0.6, 1),
+            "4": e(0.5, 0.6, 61),  # too old for a worker: neither side prices
+            "5": e(0.5, 0.6, 1),
+        }
+    }
+    new = {
+        "tokens": {
+            "1": e(0.5, 0.6, 2, quote_status="live"),
+            "2": e(0.0, 0.0, 40, quote_status="stale"),
+            "3": e(0.5, 0.61, 1, quote_status="live"),
+            "4": e(0.0, 0.0, 61, quote_status="stale"),
+            "6": e(0.4, 0.5, 1, quote_status="live"),
+        }
+    }
+    assert compare(old, new, now, 60.0) == Counter(
+        both_price_agree=1,
+        old_prices_new_stale=1,
+        both_price_differ=1,
+        neither_prices=1,
+        only_in_old=1,
+        only_in_new=1,
+    )
