@@ -615,6 +615,9 @@ class Engine:
             if isinstance(market, str):
                 st.market = market
         if bad:
+            for st in bad:
+                if ts is not None:
+                    st.ts = ts  # so a REST book older than the entry it missed cannot reseed it
             self._distrust(bad, now)  # no longer live: nothing below publishes or confirms them
         for token, moved in changed.items():
             st = self.tokens[token]

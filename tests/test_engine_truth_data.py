@@ -193,6 +193,36 @@ def test_a_bad_entry_resyncs_its_token_and_costs_no_other_asset_its_update(
     assert (w.fields["status"], top(w.fields)) == ("live", ("0.47", "3", "0.53", "4"))
 
 
+def test_a_bad_entry_is_reseeded_by_a_rest_book_not_older_than_it() -> None:
+    """The REST book asked for at once makes the token live again, unless it predates the entry
+    the book missed (then it cannot contain that change, and the WS book must settle it)."""
+    s = Sim(engine_cfg(rest_enabled=True))
+    s.start_live([A])
+    conn = s.conn_of(A)
+    m = s.mark()
+    s.now = T0 + 1
+    (w,) = s.frame(conn, pc_ev([pc_entry(A, "0.49", "-7", "BUY")], ts=TS0 + 500))
+    assert (w.fields["status"], w.fields["reason"], w.fields["ts"]) == (
+        "resyncing",
+        "bad_entry",
+        str(TS0 + 500),
+    )
+    (req,) = [a for _, a in s.actions[m:] if isinstance(a, RestFetch)]
+    s.now = T0 + 1.2
+    older = rest_summary([("0.47", "9")], [("0.53", "8")], TS0 + 499)
+    assert s.rest(req.request_id, [older]) == []
+    assert s.status(A) == "resyncing"
+    s.tick_at(T0 + 6)  # no book within RESYNC_WAIT_S: both asked for again
+    (again,) = [a for _, a in s.actions[m:] if isinstance(a, RestFetch) and a is not req]
+    (w,) = s.rest(again.request_id, [rest_summary([("0.47", "9")], [("0.53", "8")], TS0 + 500)])
+    assert (w.fields["status"], w.fields["source"], top(w.fields)) == (
+        "live",
+        "rest",
+        ("0.47", "9", "0.53", "8"),
+    )
+    assert w.fields["updated_at"] == str(TS0 + 6000)
+
+
 def test_a_bad_entry_among_good_ones_of_the_same_token_still_resyncs_it() -> None:
     s = Sim()
     s.start_live([A])
