@@ -171,7 +171,7 @@ def test_a_change_in_redis_reaches_the_file_within_half_a_second(redis_server, s
     token = tokens[0]
     pubsub = r.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(P + "quote:" + token)
-    for i in range(5):
+    for i in range(10):
         top = sim.truth(token)
         sim.price_change([(token, "BUY", top.bid, str(Decimal(top.bid_size) + 1 + i))])
         msg = wait_for(lambda: pubsub.get_message(timeout=0.05), 3, what="the push")
