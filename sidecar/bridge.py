@@ -193,10 +193,7 @@ class Bridge:
     def cycle(self) -> None:
         now_s = time.time()
         try:
-            raw = frozenset(self.client.wanted())
-            if raw != self._raw_desired:
-                self._raw_desired, self._valid = raw, valid_tokens(raw)
-            desired = self.state.effective_desired(self._valid, now_s)
+            desired = self.state.effective_desired(self.read_desired(), now_s)
             quotes = self.client.get_many(sorted(desired)) if desired else {}
         except redis.RedisError as exc:
             self.errors.error(
@@ -211,6 +208,23 @@ class Bridge:
         mono = time.monotonic()
         if changed or self._dirty or mono - self._last_write >= self.heartbeat_s:
             self.write(time.time())
+
+    def read_desired(self) -> list[str] | None:
+        """The valid ids of ``P desired``; ``None`` (keep the last set) when it is not a SET.
+
+        Like the sidecar, which also keeps its last good set then. Connection errors propagate.
+        """
+        try:
+            raw = frozenset(self.client.wanted())
+        except redis.ResponseError as exc:
+            self.errors.error(
+                "desired", time.monotonic(), f"bridge: cannot read P desired, keeping the last set: {exc}"
+            )
+            return None
+        self.errors.clear("desired", "bridge: P desired readable again")
+        if raw != self._raw_desired:
+            self._raw_desired, self._valid = raw, valid_tokens(raw)
+        return self._valid
 
     def write(self, now_s: float, final: bool = False) -> None:
         try:

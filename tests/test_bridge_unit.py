@@ -262,6 +262,21 @@ def test_cycle_writes_the_file_from_redis_and_follows_the_desired_set(fake, tmp_
     assert bridge.writes == writes  # nothing changed, heartbeat not due: no write
 
 
+def test_a_desired_key_of_the_wrong_type_keeps_the_last_set(fake, tmp_path: Path) -> None:
+    path = tmp_path / "ws_cache.json"
+    fake.set("pm:sidecar:alive", EPOCH)
+    fake.sadd("pm:desired", A)
+    put(fake, A)
+    bridge = Bridge(QuoteClient(redis=fake), path, heartbeat_s=30.0)
+    bridge.cycle()
+    fake.delete("pm:desired")
+    fake.set("pm:desired", "oops")
+    put(fake, A, bid="0.5", seq="101")
+    bridge.cycle()
+    entry = read(path)["tokens"][A]
+    assert (entry["best_bid"], entry["sidecar_alive"]) == (0.5, True)
+
+
 def test_heartbeat_rewrites_an_unchanged_file(fake, tmp_path: Path) -> None:
     path = tmp_path / "ws_cache.json"
     bridge = Bridge(QuoteClient(redis=fake), path, heartbeat_s=0.05)
