@@ -10,11 +10,17 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
 
+from sidecar.config import Settings
+from sidecar.engine import QuoteWrite
+from sidecar.redisconn import make_client
 from sidecar.sim import Simulator
+from sidecar.writer import QuoteWriter
 from tests.helpers import RedisServer, wait_for
 from tests.test_integration_core import all_match
 from tests.test_integration_faults import (
@@ -118,3 +124,70 @@ def test_sigterm_with_redis_down_exits_in_time(redis_server: RedisServer, sim: S
     assert proc.terminate(signal.SIGTERM, timeout=10) == 0
     elapsed = time.monotonic() - started
     assert elapsed < 2.0, f"stopped in {elapsed:.2f}s"
+
+
+class GatedClient:
+    """A real client for the writer whose next transaction waits at ``gate`` before it is sent."""
+
+    def __init__(self, client: redis.Redis, gate: list[Callable[[], None]]) -> None:
+        self._client = client
+        self._gate = gate
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def pipeline(self, transaction: bool = True) -> Any:
+        pipe = self._client.pipeline(transaction=transaction)
+        if transaction and self._gate:
+            wait = self._gate.pop()
+            execute = pipe.execute
+
+            def gated(**kwargs: Any) -> Any:
+                wait()
+                return execute(**kwargs)
+
+            pipe.execute = gated  # type: ignore[method-assign]
+        return pipe
+
+
+def test_a_transaction_sent_after_the_final_one_never_lands(redis_server: RedisServer) -> None:
+    """The writer thread took a batch (a `live` change and the alive key) before the stop began
+    but sends it only after the final write landed: the final write has killed its connection and
+    no new one may open, so Redis keeps the final state."""
+    gate: list[Callable[[], None]] = []
+    r = redis_server.client()
+
+    def factory(**kwargs: Any) -> GatedClient:
+        return GatedClient(make_client(Settings(redis_url=redis_server.url, _env_file=None), **kwargs), gate)
+
+    writer = QuoteWriter(factory, P, 5, 0)
+    writer.start()
+    key = P + "quote:" + TOKEN
+    writer.submit([QuoteWrite(TOKEN, fields(1, "live"), True)])
+    writer.submit_summary({"epoch": "e1", "live": "1"})
+    wait_for(lambda: r.exists(P + "sidecar:alive"), 3, what="first write and alive key")
+    entered = threading.Event()
+
+    def hold() -> None:
+        entered.set()
+        wait_for(lambda: r.hget(key, "status") == "stale", 5, what="the final write landing first")
+
+    gate.append(hold)
+    writer.submit([QuoteWrite(TOKEN, fields(2, "live"), True)])
+    writer.submit_summary({"epoch": "e1", "live": "1"})
+    assert entered.wait(3), "the writer thread never took its batch"
+    writer.submit([QuoteWrite(TOKEN, fields(3, "stale"), True)])
+    writer.submit_summary({"epoch": "e1", "live": "0"})
+    assert writer.stop(1.0) is True
+    writer._thread.join(5)
+    assert not writer._thread.is_alive()
+    assert r.hgetall(key) == fields(3, "stale"), "a transaction taken before the stop landed after it"
+    assert not r.exists(P + "sidecar:alive")
+    assert r.hget(P + "sidecar", "live") == "0"
+
+
+TOKEN = "4242"
+
+
+def fields(seq: int, status: str) -> dict[str, str]:
+    return {"bid": "0.40", "ask": "0.60", "seq": str(seq), "status": status, "epoch": "e1"}
