@@ -27,6 +27,8 @@ class DesiredReader:
     def __init__(
         self, client_factory: Callable[[], redis.Redis], prefix: str, poll_s: float, post: Post
     ) -> None:
+        if not poll_s > 0:  # 0 would spin SMEMBERS against Redis in a busy loop
+            raise ValueError(f"poll interval must be positive, got {poll_s!r}")
         self._factory = client_factory
         self._key = prefix + "desired"
         self._channel = prefix + "desired:changed"
@@ -80,10 +82,13 @@ class DesiredReader:
                     msg = pubsub.get_message(timeout=self._poll_s)
                     while msg is not None and not self._stop.is_set():
                         msg = pubsub.get_message(timeout=0.0)
-            except redis.RedisError as exc:
+            except Exception as exc:  # never let the thread die: the set would freeze for good
                 self.errors += 1
                 if self.errors == 1 or self.errors % 50 == 0:
-                    log.warning("desired set: Redis unavailable (%d errors): %s", self.errors, exc)
+                    if isinstance(exc, redis.RedisError):
+                        log.warning("desired set: Redis unavailable (%d errors): %s", self.errors, exc)
+                    else:
+                        log.exception("desired set: unexpected error (%d errors)", self.errors)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:

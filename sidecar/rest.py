@@ -21,10 +21,13 @@ log = logging.getLogger("sidecar.rest")
 
 Post = Callable[[tuple[Any, ...]], None]
 TIMEOUT_S = 5.0
+THROTTLED_PAUSE_S = 10.0  # after a 429 or 5xx: let the server's budget refill
 
 
 class RestClient:
     def __init__(self, base_url: str, max_rps: float, post: Post) -> None:
+        if not max_rps > 0:
+            raise ValueError(f"max_rps must be positive, got {max_rps!r}")
         self._url = base_url.rstrip("/") + "/books"
         self._interval = 1.0 / max_rps
         self._post = post
@@ -62,11 +65,13 @@ class RestClient:
         try:
             with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
                 data = orjson.loads(resp.read())
-            return data if isinstance(data, list) else None
+            if isinstance(data, list):
+                return data
+            self._failed(f"answer is a {type(data).__name__}, not a list")
         except urllib.error.HTTPError as exc:
             self._failed(f"HTTP {exc.code}")
             if exc.code == 429 or exc.code >= 500:
-                self._next_at = time.monotonic() + 10.0  # let the budget refill
+                self._next_at = time.monotonic() + THROTTLED_PAUSE_S
         except (OSError, ValueError) as exc:
             self._failed(str(exc))
         return None

@@ -105,6 +105,11 @@ def test_unknown_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
         ("SIDECAR_REDRIVE_MAX", "-1"),
         ("SIDECAR_READY_QUOTE_HEALTH", "1.5"),
         ("SIDECAR_ALIVE_TTL_S", "0"),
+        ("SIDECAR_DESIRED_POLL_S", "0"),  # a busy loop of SMEMBERS against Redis
+        ("SIDECAR_DESIRED_POLL_S", "-1"),
+        ("SIDECAR_DESIRED_POLL_S", "inf"),
+        ("SIDECAR_REST_MAX_RPS", "0"),  # 1/0: the REST thread would die on its first request
+        ("SIDECAR_REST_MAX_RPS", "-5"),
         ("SIDECAR_METRICS_PORT", "70000"),
         ("SIDECAR_WS_URL", "https://ws-subscriptions-clob.polymarket.com/ws/market"),
         ("SIDECAR_REST_URL", "ftp://clob.polymarket.com"),
