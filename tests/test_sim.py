@@ -519,6 +519,25 @@ def test_zombie_answers_ping_but_sends_no_data(sim: Simulator, connect: Callable
     assert info.mode == "zombie" and info.open and info.subscribed == {a, b} and info.ws_pings == 1
 
 
+def test_relay_only_sends_broadcasts_but_not_its_own_data(
+    sim: Simulator, connect: Callable[[], Client]
+) -> None:
+    _, a, _ = two_token_market(sim)
+    c = connect()
+    c.subscribe([a], custom_feature_enabled=True)
+    c.recv_json()
+    sim.relay_only(1)
+    sim.price_change([(a, "BUY", sim.truth(a).bid, "0")])
+    new_id = sim.new_market()
+    announced = c.recv_json()
+    assert (announced["event_type"], announced["market"]) == ("new_market", new_id)
+    c.assert_nothing_queued()  # the price change for its own token never came; PINGs answered
+    assert sim.connections()[0].mode == "relay_only"
+    sim.zombie(1)  # a plain zombie withholds broadcasts too
+    sim.new_market()
+    c.assert_nothing_queued()
+
+
 def test_zombie_drops_data_already_queued(sim: Simulator, connect: Callable[[], Client]) -> None:
     _, a, _ = two_token_market(sim)
     c = connect()

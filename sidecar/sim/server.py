@@ -54,7 +54,10 @@ from .book import (
 from .rest import RestHooks, RestServer
 
 T = TypeVar("T")
-Mode = Literal["normal", "zombie", "half_open"]
+Mode = Literal["normal", "zombie", "half_open", "relay_only"]
+# Kind of a queued frame: False control (PONG, ...), True the connection's market data, BROADCAST a
+# venue-wide event (new_market) that a relay_only connection still sends.
+BROADCAST = 2
 Change = tuple[str, str, Num, Num]  # (token, side, price, new total size)
 
 MAX_IDS_PER_FRAME = 100
@@ -121,6 +124,15 @@ class _SimConnection(ServerConnection):
             self.transport.close()
 
 
+def _withheld(mode: str, data: int) -> bool:
+    """Is a frame of this kind (see BROADCAST) withheld by a connection in this fault mode?"""
+    if mode == "half_open":
+        return True
+    if mode == "zombie":
+        return bool(data)
+    return mode == "relay_only" and data is True
+
+
 class _Conn:
     """Server-side state of one connection (lives on the loop)."""
 
@@ -142,7 +154,7 @@ class _Conn:
         self.delay = 0.0
         self.sent = 0
         self.greeted = False  # the first (subscription) frame has been accepted
-        self.queue: deque[tuple[bool, bytes | str | _Close]] = deque()
+        self.queue: deque[tuple[int, bytes | str | _Close]] = deque()
         self.wake = asyncio.Event()
         self.writer: asyncio.Task[None] | None = None
 
@@ -520,8 +532,8 @@ class Simulator:
         msg["hash"] = hashlib.sha1(orjson.dumps(msg)).hexdigest()
         return msg
 
-    def _enqueue(self, conn: _Conn, payload: bytes | str | _Close, data: bool = True) -> None:
-        if not conn.open or conn.mode == "half_open" or (data and conn.mode == "zombie"):
+    def _enqueue(self, conn: _Conn, payload: bytes | str | _Close, data: int = True) -> None:
+        if not conn.open or _withheld(conn.mode, data):
             return
         conn.queue.append((data, payload))
         conn.wake.set()
@@ -794,7 +806,7 @@ class Simulator:
         payload = orjson.dumps(msg)
         for conn in self._conns.values():
             if conn.open and conn.custom and conn.greeted:
-                self._enqueue(conn, payload)
+                self._enqueue(conn, payload, data=BROADCAST)
         return market
 
     def new_market(
@@ -1096,6 +1108,11 @@ class Simulator:
         """Keep answering PING with PONG but never send market data again on this connection."""
         self._call(self._set_mode, conn_id, "zombie")
 
+    def relay_only(self, conn_id: int) -> None:
+        """A zombie that still relays venue-wide broadcasts (new_market): PONGs and broadcasts, but
+        never this connection's own market data again."""
+        self._call(self._set_mode, conn_id, "relay_only")
+
     def half_open(self, conn_id: int) -> None:
         """Send nothing at all (no PONG, no data, no FIN) and ignore input; the socket stays open."""
         self._call(self._set_mode, conn_id, "half_open")
@@ -1191,7 +1208,7 @@ class Simulator:
                     return
                 if conn.delay > 0:
                     await asyncio.sleep(conn.delay)
-                if conn.mode == "half_open" or (data and conn.mode == "zombie"):
+                if _withheld(conn.mode, data):
                     continue
                 if conn.delay <= 0 and queue and conn.mode == "normal":
                     await self._write_batch(conn, payload)
