@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -118,10 +119,14 @@ def test_zombie_socket_is_replaced_and_quotes_match_truth_again(redis_server, si
     tokens = [t for m in markets for t in sim.markets()[m]]
     r.sadd(P + "desired", *tokens)
     silence_max = 6.0
-    proc = sidecar(silence_min_s=1, silence_max_s=silence_max, probe_timeout_s=1.5, ping_interval_s=0.5)
+    probe_timeout = 1.5
+    proc = sidecar(
+        silence_min_s=1, silence_max_s=silence_max, probe_timeout_s=probe_timeout, ping_interval_s=0.5
+    )
+    wait_for(lambda: all_match(r, sim, tokens), 15, what="live at the truth")
     sim.start_activity(60, tokens)
-    wait_for(lambda: all_match(r, sim, tokens) or statuses(r, tokens) == {"live"}, 15, what="live")
-    time.sleep(2.0)  # let the socket establish its event-rate norm under activity
+    # The socket's event-rate norm comes from the gaps between its own events: wait for ~2 s of them.
+    wait_metric(proc, "pm_sidecar_events_total", 120, timeout=10, type="price_change")
     zombie = sim.conn_for(tokens[0])
     assert zombie is not None
     sim.zombie(zombie.id)
@@ -131,15 +136,14 @@ def test_zombie_socket_is_replaced_and_quotes_match_truth_again(redis_server, si
         silence_max + 10,
         what="a replacement socket",
     )
+    replaced = time.monotonic() - started
     sim.stop_activity()
-    wait_for(lambda: all_match(r, sim, tokens), silence_max + 10, what="tokens match the truth again")
-    elapsed = time.monotonic() - started
-    assert elapsed <= silence_max + 10
+    wait_for(lambda: all_match(r, sim, tokens), 5, what="tokens match the truth again")
+    # Silent past the threshold (at most SIDECAR_SILENCE_MAX_S), then a probe that times out,
+    # then a new socket (spacing, handshake): a few seconds of slack for those and a busy host.
+    assert replaced <= silence_max + probe_timeout + 3.0, replaced
     # The zombie kept answering PING the whole time: only the data judged it.
     assert sim.conn(zombie.id).pings >= 1
-    import urllib.request as u
-
-    print(u.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics").read().decode()[:3000])
     wait_metric(proc, "pm_sidecar_reconnects_total", 1, reason="silence")
     wait_metric(proc, "pm_sidecar_silence_probes_total", 1, result="failed")
     wait_for(lambda: not sim.conn(zombie.id).open, 15, what="old socket closed after the replacement")
@@ -186,7 +190,8 @@ def test_half_open_socket_is_detected_by_missing_pongs(redis_server, sim, sideca
     wait_for(lambda: all_match(r, sim, tokens), 10, what="live")
     conn = sim.conn_for(tokens[0])
     sim.half_open(conn.id)
-    wait_for(lambda: statuses(r, tokens) == {"stale"}, 5, what="stale after missing PONGs")
+    # PING every 0.3 s, no PONG for 1.5 s: stale by ~1.8 s after the socket went deaf.
+    wait_for(lambda: statuses(r, tokens) == {"stale"}, 0.3 + 1.5 + 1.2, what="stale after missing PONGs")
     wait_for(lambda: all_match(r, sim, tokens), 15, what="live again on a new socket")
     wait_metric(proc, "pm_sidecar_reconnects_total", 1, reason="pong_timeout")
     assert metric(proc, "pm_sidecar_reconnects_total") == 1, "exactly one reconnect, for the dead socket"
@@ -249,4 +254,25 @@ def test_metrics_families_and_health_endpoints(redis_server, sim: Simulator, sid
     wait_metric(proc, "pm_sidecar_connect_failures_total", 1, reason="http_503")
     sim.reject_handshakes(503, 0)
     wait_for(lambda: http_status(proc, "/readyz") == 200, 40, what="ready again")
+    assert proc.terminate() == 0
+
+
+def test_metrics_listen_only_on_the_configured_address(redis_server, sim: Simulator, sidecar) -> None:
+    """SIDECAR_METRICS_ADDR is honoured end to end (a 0.0.0.0 bind would expose it everywhere)."""
+    proc = sidecar(metrics_addr="127.0.0.2")
+
+    def answers() -> int:
+        try:
+            url = f"http://127.0.0.2:{proc.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return resp.status
+        except OSError:
+            return 0
+
+    assert wait_for(answers, 10, interval=0.1, what="/metrics on 127.0.0.2") == 200
+    with (
+        pytest.raises(ConnectionRefusedError),
+        socket.create_connection(("127.0.0.1", proc.metrics_port), timeout=2),
+    ):
+        pass
     assert proc.terminate() == 0
