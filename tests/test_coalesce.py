@@ -294,14 +294,20 @@ def test_alive_ttl_counts_from_the_heartbeat_never_from_a_replay() -> None:
 def test_final_batch_takes_what_is_in_flight_deletes_alive_and_ends_the_writer() -> None:
     c = Coalescer("s", ALIVE_TTL)
     engine = ModelEngine()
-    c.submit([engine.change("a", "live", 1)], 0.0)
+    c.submit([engine.change("a", "live", 1), engine.change("r", "resolved", 1)], 0.0)
     c.submit_summary({"epoch": "e1", "live": "1"}, 0.0)
     inflight = c.take(10, 0.0)  # the writer thread's transaction, stuck behind a slow Redis
     assert inflight is not None
     c.submit([engine.change("a", "stale", 2), engine.change("b", "stale", 2)], 0.5)
     c.submit_summary({"epoch": "e1", "live": "0"}, 0.5)
     final = c.take_final(0.6)
-    assert {w.token: w.fields["status"] for w in final.writes} == {"a": "stale", "b": "stale"}
+    # r is only in flight (resolved stays resolved): the final write must carry it, since the
+    # transaction carrying it is killed by the final one.
+    assert {w.token: w.fields["status"] for w in final.writes} == {
+        "a": "stale",
+        "b": "stale",
+        "r": "resolved",
+    }
     assert final.summary is not None and final.summary.delete_alive and final.summary.alive_px is None
     assert final.summary.fields["live"] == "0"
     c.submit([engine.change("a", "live", 3)], 0.7)
@@ -325,3 +331,49 @@ def test_removed_tokens_are_forgotten_once_their_key_has_expired() -> None:
     batch = c.take(10, float(TTL))
     assert batch is not None and batch.writes == (), "an expired removal was written again"
     assert "a" not in c.known
+
+
+def test_a_restart_after_a_failed_flush_still_gets_every_token_back() -> None:
+    """A failed transaction leaves the stamp unknown, so only the rewrite it schedules can bring
+    back tokens that were not in it when Redis comes back empty."""
+    c = Coalescer("s", ALIVE_TTL)
+    engine = ModelEngine()
+    redis = ModelRedis()
+    c.submit([engine.change("a", "live", 1)], 0.0)
+    drain(c, redis, 0.0)
+    c.submit([engine.change("b", "live", 2)], 1.0)
+    batch = c.take(10, 1.0)
+    assert batch is not None and [w.token for w in batch.writes] == ["b"]
+    c.failed(batch, 1.0)
+    redis = ModelRedis()  # it was a restart, empty
+    drain(c, redis, 2.0)
+    check_equal(engine, redis)
+
+
+def test_a_readded_token_is_persisted_even_if_the_engine_did_not_ask() -> None:
+    """The coalescer knows the key it wrote last had a TTL: the next non-expiring write clears it."""
+    c = Coalescer("s", ALIVE_TTL)
+    redis = ModelRedis()
+    c.submit([QuoteWrite("a", {"seq": "1", "status": "unsubscribed"}, True, expire_s=TTL)], 0.0)
+    drain(c, redis, 0.0)
+    c.submit([QuoteWrite("a", {"seq": "2", "status": "pending"}, True)], 1.0)
+    drain(c, redis, 1.0)
+    assert "a" not in redis.expiring
+
+
+def test_a_rewrite_clears_a_ttl_an_older_snapshot_brought_back() -> None:
+    """Redis restarts from a snapshot taken while the token was unsubscribed (its key expiring);
+    the token is desired again: the rewrite must PERSIST it, or its live quote vanishes."""
+    c = Coalescer("s", ALIVE_TTL)
+    engine = ModelEngine()
+    redis = ModelRedis()
+    c.submit([engine.change("a", "live", 1)], 0.0)
+    c.submit([engine.remove("a")], 0.0)
+    drain(c, redis, 0.0)
+    old = redis.snapshot()
+    c.submit([engine.change("a", "live", 2)], 1.0)  # re-added
+    drain(c, redis, 1.0)
+    assert "a" not in redis.expiring
+    redis = old.snapshot()
+    drain(c, redis, 2.0)
+    check_equal(engine, redis)
