@@ -17,8 +17,9 @@ def make_client(settings: Settings, *, timeout_s: float = 5.0, **extra: Any) -> 
         "socket_connect_timeout": 2.0,
         "retry_on_timeout": False,
         "client_name": "pm-sidecar",
-        # No silent retries: a reconnect hidden inside redis-py would hide a Redis restart, and
-        # the writer must see it to rewrite everything. Callers back off and retry themselves.
+        # No silent retries of a failed command: callers see the error, back off and retry
+        # themselves. (redis-py still silently replaces a pooled connection the server closed;
+        # the writer's stamp check, not an error, is what reveals a changed Redis.)
         "retry": Retry(NoBackoff(), 0),
     }
     if settings.redis_password is not None:
