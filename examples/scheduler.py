@@ -45,6 +45,8 @@ def main() -> int:
             for token in wanted:
                 if token in started:
                     continue
+                # Sequential for clarity; a real scheduler waits per starting worker (a thread each,
+                # or a short timeout per cycle) so one token that never goes live delays no other.
                 left = max(0.1, min(args.start_timeout_s, end - time.monotonic()))
                 quote = client.wait_live(token, left)
                 if quote is None:
