@@ -145,28 +145,43 @@ def stale_since(listener: QuoteListener, token: str, index: int) -> bool:
 
 
 class Sampler(threading.Thread):
-    """Calls ``fn`` every ``interval`` seconds in the background and keeps (time, value)."""
+    """Calls ``fn`` every ``interval`` seconds in the background and keeps (time, value).
+
+    A sample that raises is a failed observation, not a quiet one: ``stop()`` fails the test.
+    """
 
     def __init__(self, fn: Callable[[], Any], interval: float) -> None:
         super().__init__(daemon=True)
         self.fn = fn
         self.interval = interval
         self.values: list[tuple[float, Any]] = []
-        self.errors = 0
+        self.errors: list[str] = []
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
             try:
                 self.values.append((time.monotonic(), self.fn()))
-            except Exception:
-                self.errors += 1
+            except Exception as exc:
+                self.errors.append(repr(exc))
             self._stop_event.wait(self.interval)
 
     def stop(self) -> list[tuple[float, Any]]:
         self._stop_event.set()
         self.join(5)
+        assert not self.is_alive(), "the sampler did not stop"
+        assert self.errors == [], f"{len(self.errors)} samples failed, first: {self.errors[0]}"
         return self.values
+
+
+def backoff_attempts(elapsed: float, first: float, cap: float) -> int:
+    """Attempts made within `elapsed` seconds by a retry loop doubling its wait from `first` to `cap`."""
+    attempts, t, wait = 1, 0.0, first
+    while t + wait <= elapsed:
+        t += wait
+        attempts += 1
+        wait = min(wait * 2, cap)
+    return attempts
 
 
 # ---- 1. Redis faults ----------------------------------------------------------------------------
@@ -189,7 +204,9 @@ def test_redis_unavailable_at_startup_retries_reports_not_ready_then_works(
     wait_metric(proc, "pm_sidecar_redis_errors_total", 2, timeout=15, component="desired")
     down_for = time.monotonic() - started
     errors = metric(proc, "pm_sidecar_redis_errors_total")
-    assert errors <= 20 * max(down_for, 1.0), f"{errors} Redis errors in {down_for:.1f}s: no backoff"
+    # Each of the two components retries after 0.1, 0.2, 0.4, ... s (capped at 5 s).
+    most = 2 * (backoff_attempts(down_for, first=0.1, cap=5.0) + 1)
+    assert errors <= most, f"{errors} Redis errors in {down_for:.1f}s (backoff allows {most})"
     assert proc.proc.poll() is None
     assert http_get(proc, "/healthz")[0] == 503
     assert sim.handshakes == 0, "no desired set yet: nothing to subscribe"
@@ -896,12 +913,20 @@ class TruthWatch(threading.Thread):
         self.violations: list[str] = []
         self._since: dict[str, float | None] = dict.fromkeys(tokens)
         self._halt = threading.Event()
+        self.crash: str | None = None
 
     def _top(self, token: str) -> tuple[str, str, str, str]:
         t = self.sim.truth(token)
         return (t.bid, t.bid_size, t.ask, t.ask_size)
 
     def run(self) -> None:
+        try:
+            self._watch()
+        except BaseException as exc:  # a dead watcher must fail the test, not just stop sampling
+            self.crash = repr(exc)
+            raise
+
+    def _watch(self) -> None:
         while not self._halt.is_set():
             started = time.monotonic()
             before = [self._top(t) for t in self.tokens]
@@ -940,6 +965,8 @@ class TruthWatch(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
         self.join(5)
+        assert not self.is_alive(), "the truth watcher did not stop"
+        assert self.crash is None, f"the truth watcher crashed: {self.crash}"
 
 
 def test_no_quote_is_live_and_wrong_for_more_than_a_second_under_faults(
@@ -1024,6 +1051,8 @@ def test_no_quote_is_live_and_wrong_for_more_than_a_second_under_faults(
         f"wrong={watch.wrong} longest_live_wrong={worst:.2f}s"
     )
     assert watch.samples >= 200, "the watcher barely sampled"
+    # Redis is down only across one stop/start: at most a second or so of 100 ms samples.
+    assert watch.unreadable <= 15, f"{watch.unreadable} samples could not read Redis"
     assert watch.not_live > 0, "the faults never showed as non-live quotes: did they happen?"
     assert not sim.conn(zombie).open and not sim.conn(zombie2).open, "zombies replaced and closed"
     wait_metric(proc, "pm_sidecar_reconnects_total", 2, reason="silence")
