@@ -26,7 +26,7 @@ from types import FrameType
 
 import redis
 
-from sidecar.bridge_core import BridgeState
+from sidecar.bridge_core import BridgeState, CacheEntry, entry_from_json
 from sidecar.client import QuoteClient, check_tokens
 from sidecar.systemd import Notifier
 
@@ -93,17 +93,23 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def previous_tokens(path: Path) -> list[str]:
-    """Token ids in the file a previous run left (they keep their entries); none if unreadable."""
+def previous_entries(path: Path) -> dict[str, CacheEntry]:
+    """The entries of the file a previous run left (kept, zeroed); none if there is no such file."""
     try:
-        doc = json.loads(path.read_bytes())
-        tokens = doc["tokens"]
-        return [t for t in tokens if isinstance(t, str)] if isinstance(tokens, dict) else []
+        tokens = json.loads(path.read_bytes())["tokens"]
+        if not isinstance(tokens, dict):
+            raise TypeError("'tokens' is not an object")
     except FileNotFoundError:
-        return []
+        return {}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("bridge: ignoring the existing %s (%s): starting with no entries", path, exc)
-        return []
+        return {}
+    out = {}
+    for token, obj in tokens.items():
+        entry = entry_from_json(obj)
+        if entry is not None and valid_tokens([token]):
+            out[token] = entry
+    return out
 
 
 def valid_tokens(members: Iterable[str]) -> list[str]:
@@ -144,7 +150,7 @@ class Bridge:
         for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
             with contextlib.suppress(OSError):
                 leftover.unlink()
-        self.state.seed(previous_tokens(self.path))
+        self.state.seed(previous_entries(self.path))
 
     def run(self) -> int:
         self.prepare()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -136,7 +136,6 @@ class BridgeState:
     entries: dict[str, CacheEntry] = field(default_factory=dict)
     desired: frozenset[str] = frozenset()
     _quotes: dict[str, Quote] = field(default_factory=dict)
-    _seeded: set[str] = field(default_factory=set)
     _empty_since: float | None = None
 
     def effective_desired(self, read: Iterable[str] | None, now_s: float) -> frozenset[str]:
@@ -156,19 +155,18 @@ class BridgeState:
             self.desired = new
         return self.desired
 
-    def seed(self, tokens: Iterable[str]) -> None:
-        """Tokens that already had an entry (the previous run's file) count as seen ``live``.
-
-        They get no entry until their quote has been read; a token no longer desired then goes.
-        """
-        self._seeded = set(tokens)
+    def seed(self, entries: Mapping[str, CacheEntry]) -> None:
+        """Entries a previous run wrote (see :func:`entry_from_json`): they stay, as the last known
+        desired set, until a read of Redis says otherwise, so a bridge restarted while Redis is
+        down does not make every token vanish from the file."""
+        self.entries.update(entries)
+        self.desired = frozenset(self.entries)
 
     def apply(self, desired: frozenset[str], quotes: Mapping[str, Quote | None] | None) -> bool:
         """Update the entries of ``desired`` from ``quotes``; True when any entry changed.
 
         ``quotes`` is ``None`` when Redis could not be read: every entry then says not alive.
         """
-        seeded = self._seeded
         changed = False
         for token in [t for t in self.entries if t not in desired]:
             del self.entries[token]
@@ -179,24 +177,20 @@ class BridgeState:
             if quotes is None:
                 if last is None:
                     continue
-                entry = entry_for(self._quotes.get(token), last, reachable=False)
+                known = self._quotes.get(token)
+                entry = entry_for(known, last, reachable=False) if known else unvouched(last)
             else:
                 quote = quotes.get(token)
-                if last is None and not (quote is not None and (quote.live or token in seeded)):
-                    continue
-                if quote is None and last is None:
+                if last is None and not (quote is not None and quote.live):
                     continue
                 if quote is not None:
                     self._quotes[token] = quote
                 else:
                     self._quotes.pop(token, None)
                 entry = entry_for(quote, last)
-            seeded.discard(token)
             if entry != last:
                 self.entries[token] = entry
                 changed = True
-        if quotes is not None:
-            seeded.clear()  # seeds not desired, or without a hash, at the first good read are gone
         return changed
 
     def document(self, now_s: float) -> bytes:
@@ -206,6 +200,38 @@ class BridgeState:
             "tokens": {t: e.as_json(now_s) for t, e in sorted(self.entries.items())},
         }
         return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def unvouched(entry: CacheEntry) -> CacheEntry:
+    """The same entry with nothing vouching for it: prices 0.0, not alive, the rest kept."""
+    return replace(entry, best_bid=0.0, best_ask=0.0, price=0.0, sidecar_alive=False)
+
+
+def entry_from_json(obj: object) -> CacheEntry | None:
+    """An entry of a file this bridge wrote before, with nothing vouching for it any more: prices
+    0.0, not alive; ``updated_at``, ``ts``, ``seq`` and the status kept. ``None`` if malformed."""
+    if not isinstance(obj, dict):
+        return None
+
+    def num(key: str) -> float | None:
+        value = obj.get(key)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    ts, seq = num("ts"), num("seq")
+    return CacheEntry(
+        best_bid=0.0,
+        best_ask=0.0,
+        price=0.0,
+        ts=None if ts is None else int(ts),
+        updated_at=num("updated_at"),
+        seq=0 if seq is None else int(seq),
+        event_type=str(obj.get("event_type") or ""),
+        quote_status=str(obj.get("quote_status") or MISSING),
+        bid_empty=obj.get("bid_empty") is True,
+        ask_empty=obj.get("ask_empty") is True,
+        sidecar_alive=False,
+        tick_size=num("tick_size"),
+    )
 
 
 def iso_utc(now_s: float) -> str:

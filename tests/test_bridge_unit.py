@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from sidecar.bridge import Bridge, write_atomic
-from sidecar.bridge_core import BridgeState, CacheEntry, entry_for
+from sidecar.bridge_core import BridgeState, CacheEntry, entry_for, entry_from_json
 from sidecar.client import QuoteClient
 from sidecar.client.quote import Quote, quote_from_fields
 
@@ -191,15 +191,37 @@ def test_a_removal_that_leaves_tokens_is_applied_at_once() -> None:
     assert state.effective_desired([B], NOW_S + 0.1) == {B}
 
 
-def test_seeded_tokens_keep_their_entries_across_a_bridge_restart() -> None:
+def test_a_previous_runs_entries_stay_zeroed_until_redis_says_otherwise() -> None:
     state = BridgeState()
-    state.seed([A, C])
-    state.apply(frozenset({A, B}), {A: quote(status="stale"), B: quote(B, status="pending")})
-    assert set(state.entries) == {A}  # B never seen live; C not desired
-    assert state.entries[A].best_bid == 0.0
-    # Seeds are used once: C desired later starts like any token.
-    assert not state.apply(frozenset({A, C}), {A: quote(status="stale"), C: quote(C, status="stale")})
-    assert C not in state.entries
+    state.apply(frozenset({A, B}), {A: quote(), B: quote(B)})
+    state.apply(frozenset({A, B}), {A: quote(), B: quote(B, status="resolved")})
+    written = json.loads(state.document(NOW_S))["tokens"]
+    restarted = BridgeState()
+    restarted.seed({t: e for t, e in ((t, entry_from_json(o)) for t, o in written.items()) if e})
+    assert as_json(restarted.entries[A]) == {
+        **written[A],
+        "best_bid": 0.0,
+        "best_ask": 0.0,
+        "price": 0.0,
+        "sidecar_alive": False,
+        "age_s": 2.5,
+    }
+    assert restarted.entries[B].quote_status == "resolved"
+    # Redis still down: the seeded set is the desired set, nothing vanishes.
+    desired = restarted.effective_desired(None, NOW_S)
+    assert not restarted.apply(desired, None)
+    assert set(restarted.entries) == {A, B}
+    # First good read: A stale (kept, although this run never saw it live), B no longer desired.
+    desired = restarted.effective_desired([A, C], NOW_S)
+    assert restarted.apply(desired, {A: quote(status="stale", seq="101"), C: quote(C, status="pending")})
+    assert set(restarted.entries) == {A}
+    assert restarted.entries[A].sidecar_alive is True
+
+
+def test_a_malformed_previous_entry_is_skipped() -> None:
+    assert entry_from_json("x") is None
+    entry = entry_from_json({"updated_at": True, "seq": "7"})
+    assert entry is not None and (entry.updated_at, entry.seq, entry.quote_status) == (None, 0, "missing")
 
 
 def test_the_document_parses_with_an_iso_utc_stamp_and_sorted_tokens() -> None:
@@ -334,6 +356,27 @@ def test_a_restarted_bridge_keeps_the_previous_entries(fake, tmp_path: Path) -> 
     bridge.cycle()
     assert set(read(path)["tokens"]) == {A}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ws_cache.json"]
+
+
+def test_a_bridge_restarted_while_redis_is_down_keeps_every_entry_zeroed(fake, tmp_path: Path) -> None:
+    path = tmp_path / "ws_cache.json"
+    fake.set("pm:sidecar:alive", EPOCH)
+    fake.sadd("pm:desired", A, B)
+    put(fake, A)
+    put(fake, B)
+    first = Bridge(QuoteClient(redis=fake), path, heartbeat_s=30.0)
+    first.cycle()
+    fake.down = True
+    second = Bridge(QuoteClient(redis=fake), path, heartbeat_s=30.0)
+    second.prepare()
+    second.cycle()
+    tokens = read(path)["tokens"]
+    assert set(tokens) == {A, B}
+    assert all(e["best_bid"] == 0.0 and e["sidecar_alive"] is False for e in tokens.values())
+    assert tokens[A]["updated_at"] == CONFIRMED_MS / 1000 and tokens[A]["quote_status"] == "live"
+    fake.down = False
+    second.cycle()
+    assert read(path)["tokens"][A]["best_bid"] == 0.511
 
 
 def test_write_atomic_is_readable_by_others_and_leaves_no_temp_file(tmp_path: Path) -> None:
