@@ -163,8 +163,10 @@ def test_quotes_follow_truth_through_a_scripted_session(redis_server, sim, sidec
         wait_for(lambda: all_match(r, sim, desired), 15, what="live again after reconnect")
 
         # Random activity, then quiet: everything still equals the truth.
+        published = len(listener.messages)
         sim.start_activity(200, desired)
-        time.sleep(1.5)  # let activity run; the assertion below waits for convergence
+        # Activity reached Redis: a hundred more quote messages (top moves) were published.
+        wait_for(lambda: len(listener.messages) >= published + 100, 10, what="activity published")
         sim.stop_activity()
         wait_for(lambda: all_match(r, sim, desired), 10, what="converged after random activity")
 
@@ -175,6 +177,8 @@ def test_quotes_follow_truth_through_a_scripted_session(redis_server, sim, sidec
             assert all(b > a for a, b in itertools.pairwise(seqs)), f"seq not increasing: {seqs}"
         assert listener.atomicity_violations == []
         assert sim.violations == []
+        # The summary is rewritten every second: within two it counts every token live again.
+        wait_for(lambda: r.hget(P + "sidecar", "live") == str(len(desired)), 2, what="summary: all live")
         sidecar_hash = r.hgetall(P + "sidecar")
         assert sidecar_hash["desired"] == str(len(desired))
         assert sidecar_hash["live"] == str(len(desired))
