@@ -46,7 +46,7 @@ def fake_glibc(monkeypatch: pytest.MonkeyPatch) -> FakeLibc:
 
 
 def test_tune_caps_arenas_and_fixes_the_mmap_threshold(
-    fake_glibc: FakeLibc, caplog: pytest.LogCaptureFixture
+    fake_glibc: FakeLibc, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caplog.set_level(logging.INFO, "sidecar.allocator")
     assert allocator.tune() is True
@@ -55,7 +55,9 @@ def test_tune_caps_arenas_and_fixes_the_mmap_threshold(
         ("mallopt", (allocator.M_ARENA_MAX, 2)),
         ("mallopt", (allocator.M_MMAP_THRESHOLD, 128 * 1024)),
     ]
-    assert allocator.trim() >= 0.0
+    clock = iter([10.0, 10.25])  # malloc_trim took 0.25 s
+    monkeypatch.setattr(allocator.time, "perf_counter", lambda: next(clock))
+    assert allocator.trim() == 0.25
     assert fake_glibc.calls[-1] == ("malloc_trim", (0,))
 
 
