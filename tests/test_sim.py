@@ -12,6 +12,7 @@ import json
 import os
 import queue
 import signal
+import ssl
 import struct
 import subprocess
 import sys
@@ -853,3 +854,154 @@ def test_canon_is_unique_and_exact(x: Decimal) -> None:
     s = canon(x)
     assert Decimal(s) == x and canon(s) == s and canon(Decimal(s + "000" if "." in s else s)) == s
     assert "e" not in s.lower() and not (s.endswith("0") and "." in s)
+
+
+# ---- scenarios for the truth-under-faults run ---------------------------------------------------
+
+
+def test_crossing_trade_arrives_as_one_timestamp_with_the_final_top_first(
+    sim: Simulator, connect: Callable[[], Client]
+) -> None:
+    _, a, _ = two_token_market(sim)
+    c = connect()
+    c.subscribe([a], initial_dump=False)
+    c.assert_nothing_queued()
+    sim.set_book(a, [("0.40", "10")], [("0.45", "5"), ("0.46", "7"), ("0.48", "9")])
+    c.recv_json()
+    # A BUY for 20 up to 0.47: takes 0.45 x5 and 0.46 x7, rests 8 at 0.47.
+    sim.crossing_trade(a, "BUY", "0.47", "20")
+    final = Top("0.47", "8", "0.48", "9")
+    assert sim.truth(a) == final
+    msgs = [c.recv_json() for _ in range(3)]
+    assert {m["event_type"] for m in msgs} == {"price_change"}
+    assert len({m["timestamp"] for m in msgs}) == 1
+    steps = [(e["side"], e["price"], e["size"]) for m in msgs for e in m["price_changes"]]
+    assert steps == [("BUY", "0.47", "8"), ("SELL", "0.45", "0"), ("SELL", "0.46", "0")]
+    # Every message, the first included, already says the final top ...
+    assert {(e["best_bid"], e["best_ask"]) for m in msgs for e in m["price_changes"]} == {("0.47", "0.48")}
+    # ... while a client applying the first one alone holds a crossed book (bid 0.47 > ask 0.45).
+    trade = c.recv_json()
+    assert (trade["event_type"], trade["price"], trade["size"], trade["side"]) == (
+        "last_trade_price",
+        "0.46",
+        "12",
+        "BUY",
+    )
+    assert trade["timestamp"] == msgs[0]["timestamp"]
+    c.assert_nothing_queued()  # no best_bid_ask without custom features, nothing else
+    assert sim.violations == []
+
+
+def test_crossing_trade_without_a_remainder_and_with_a_gap(
+    sim: Simulator, connect: Callable[[], Client]
+) -> None:
+    _, a, _ = two_token_market(sim)
+    c = connect()
+    c.subscribe([a], initial_dump=False, custom_feature_enabled=True)
+    c.assert_nothing_queued()
+    sim.set_book(a, [("0.40", "10"), ("0.39", "4"), ("0.30", "1")], [("0.45", "5")])
+    c.recv_json()  # book
+    c.recv_json()  # best_bid_ask
+    t0 = time.monotonic()
+    sim.crossing_trade(a, "SELL", "0.39", "12", gap_s=0.2)  # 0.40 x10, then 0.39 x2 of 4
+    assert time.monotonic() - t0 >= 0.2
+    first, second = c.recv_json(), c.recv_json()
+    assert [(e["price"], e["size"]) for m in (first, second) for e in m["price_changes"]] == [
+        ("0.4", "0"),
+        ("0.39", "2"),
+    ]
+    assert first["price_changes"][0]["best_bid"] == "0.39"  # the later removal already reflected
+    assert first["timestamp"] == second["timestamp"]
+    assert c.recv_json()["event_type"] == "last_trade_price"
+    bba = c.recv_json()
+    assert (bba["event_type"], bba["best_bid"], bba["best_ask"]) == ("best_bid_ask", "0.39", "0.45")
+    assert sim.truth(a) == Top("0.39", "2", "0.45", "5")
+
+
+def test_crossing_trade_that_does_not_cross_is_refused(sim: Simulator) -> None:
+    _, a, _ = two_token_market(sim)
+    sim.set_book(a, [("0.40", "10")], [("0.45", "5")])
+    with pytest.raises(ValueError, match="does not cross"):
+        sim.crossing_trade(a, "BUY", "0.44", "1")
+    assert sim.truth(a) == Top("0.4", "10", "0.45", "5")
+
+
+@pytest.mark.parametrize(("field", "sent"), [("price", "not-a-price"), ("size", "-3"), ("side", "HOLD")])
+def test_a_corrupt_entry_rides_with_good_entries_and_the_truth_still_moves(
+    sim: Simulator, connect: Callable[[], Client], field: str, sent: str
+) -> None:
+    _, a, b = two_token_market(sim)
+    c = connect()
+    c.subscribe([a, b], initial_dump=False)
+    c.assert_nothing_queued()
+    sim.set_book(a, [("0.40", "10")], [("0.45", "5")])
+    sim.set_book(b, [("0.50", "10")], [("0.55", "5")])
+    c.recv_json()
+    c.recv_json()
+    sim.price_change([(a, "BUY", "0.41", "3"), (b, "SELL", "0.54", "2")], corrupt={a: field})
+    entries = c.recv_json()["price_changes"]  # one frame: the market's entries together
+    bad, good = entries
+    assert bad["asset_id"] == a and bad[field] == sent
+    readable = {"asset_id": a, "price": "0.41", "size": "3", "side": "BUY", "hash": bad["hash"]}
+    readable.update(best_bid="0.41", best_ask="0.45")
+    assert bad == {**readable, field: sent}  # only that one field is unreadable
+    assert (good["asset_id"], good["side"], good["price"], good["size"]) == (b, "SELL", "0.54", "2")
+    assert sim.truth(a) == Top("0.41", "3", "0.45", "5")  # a real change the client could not read
+    assert sim.truth(b) == Top("0.5", "10", "0.54", "2")
+
+
+def test_corrupt_needs_a_known_field_and_a_change_to_corrupt(sim: Simulator) -> None:
+    _, a, b = two_token_market(sim)
+    with pytest.raises(ValueError, match="corrupt field"):
+        sim.price_change([(a, "BUY", "0.41", "3")], corrupt={a: "hash"})
+    with pytest.raises(ValueError, match="no change to corrupt"):
+        sim.price_change([(a, "BUY", "0.41", "3")], corrupt={b: "price"})
+
+
+def test_broadcasts_keep_a_relay_only_socket_talking_without_its_data(
+    sim: Simulator, connect: Callable[[], Client]
+) -> None:
+    _, a, _ = two_token_market(sim)
+    c = connect()
+    c.subscribe([a], custom_feature_enabled=True)
+    c.recv_json()
+    sim.relay_only(1)
+    before = len(sim.markets())
+    sim.start_activity(200.0, [a])
+    sim.start_broadcasts(0.05)
+    try:
+        kinds = [c.recv_json()["event_type"] for _ in range(5)]
+    finally:
+        sim.stop_broadcasts()
+        sim.stop_activity()
+    assert kinds == ["new_market"] * 5
+    assert len(sim.markets()) >= before + 5
+    assert sim.conn(1).open and sim.conn(1).mode == "relay_only"
+
+
+def test_broadcasts_need_a_running_simulator_and_a_positive_interval() -> None:
+    s = Simulator()
+    with pytest.raises(RuntimeError):
+        s.start_broadcasts(1.0)
+    with pytest.raises(ValueError):
+        s.start_broadcasts(0)
+
+
+def test_wss_serves_the_same_protocol(tmp_path: Path) -> None:
+    from sidecar.sim.tls import make_self_signed
+
+    cert = make_self_signed(tmp_path)
+    with Simulator(tls=cert.server_context()) as s:
+        assert s.ws_url.startswith("wss://127.0.0.1:")
+        _, a, _ = two_token_market(s)
+        ws = websocket.create_connection(s.ws_url, sslopt={"ca_certs": str(cert.cert)}, timeout=5)
+        try:
+            ws.send(orjson.dumps({"type": "market", "assets_ids": [a]}).decode())
+            book = orjson.loads(ws.recv())[0]
+            assert (book["event_type"], book["asset_id"]) == ("book", a)
+            ws.send("PING")
+            assert ws.recv() == "PONG"
+        finally:
+            ws.close()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            websocket.create_connection(s.ws_url, timeout=5)  # the system store does not know it

@@ -61,6 +61,8 @@ BROADCAST = 2
 Change = tuple[str, str, Num, Num]  # (token, side, price, new total size)
 
 MAX_IDS_PER_FRAME = 100
+# price_change(corrupt=...): the unreadable value each field is sent with.
+CORRUPTIONS = {"price": "not-a-price", "size": "-3", "side": "HOLD"}
 _TOKEN_RE = re.compile(r"[0-9]{1,100}")
 _CALL_TIMEOUT_S = 30.0
 
@@ -233,6 +235,7 @@ class Simulator:
         self._act_dirty = True
         self._token_rates: dict[str, float] = {}
         self._act_task: asyncio.Task[None] | None = None
+        self._bcast_task: asyncio.Task[None] | None = None
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -330,6 +333,7 @@ class Simulator:
         """Say 1001 to every socket, give clients a moment to answer, then cut whatever is left."""
         if self._act_task is not None:
             self._act_task.cancel()
+        self._stop_broadcasts()
         open_conns = [c for c in self._conns.values() if c.open]
         closers = [
             asyncio.ensure_future(c.ws.close(1001, "server shutting down"))
@@ -644,32 +648,125 @@ class Simulator:
                 moved.append(book.asset_id)
         return by_market, moved
 
-    def _price_change(self, changes: list[Change]) -> None:
+    def _send_price_entries(self, market: str, entries: list[dict[str, str]], ts: str) -> None:
+        """One price_change frame of a market's entries to every connection holding any of them."""
+        assets = {e["asset_id"] for e in entries}
+        msg = {"market": market, "price_changes": entries, "timestamp": ts, "event_type": "price_change"}
+        payload = orjson.dumps(msg)
+        # The live server sends the whole market's entries to anyone subscribed to any of them.
+        cids: set[int] = set()
+        for asset in assets:
+            cids.update(self._subs.get(asset, ()))
+        for cid in sorted(cids):
+            conn = self._conns[cid]
+            hidden = conn.muted & assets
+            if not hidden:
+                self._enqueue(conn, payload)
+                continue
+            if not (conn.subscribed & assets) - hidden:
+                continue
+            visible = [e for e in entries if e["asset_id"] not in hidden]
+            self._enqueue(conn, orjson.dumps({**msg, "price_changes": visible}))
+
+    def _price_change(self, changes: list[Change], corrupt: dict[str, str] | None = None) -> None:
+        corrupt = corrupt or {}
+        for token, field_name in corrupt.items():
+            if field_name not in CORRUPTIONS:
+                raise ValueError(f"corrupt field must be one of {sorted(CORRUPTIONS)}, got {field_name!r}")
+            if token not in {c[0] for c in changes}:
+                raise ValueError(f"corrupt token {token} has no change to corrupt")
         by_market, moved = self._apply_changes(changes)
+        for entries in by_market.values():
+            for entry in entries:
+                field_name = corrupt.get(entry["asset_id"])
+                if field_name is not None:
+                    entry[field_name] = CORRUPTIONS[field_name]
         ts = _ts()
         for market, entries in by_market.items():
-            assets = {e["asset_id"] for e in entries}
-            msg = {"market": market, "price_changes": entries, "timestamp": ts, "event_type": "price_change"}
-            payload = orjson.dumps(msg)
-            # The live server sends the whole market's entries to anyone subscribed to any of them.
-            cids: set[int] = set()
-            for asset in assets:
-                cids.update(self._subs.get(asset, ()))
-            for cid in sorted(cids):
-                conn = self._conns[cid]
-                hidden = conn.muted & assets
-                if not hidden:
-                    self._enqueue(conn, payload)
-                    continue
-                if not (conn.subscribed & assets) - hidden:
-                    continue
-                visible = [e for e in entries if e["asset_id"] not in hidden]
-                self._enqueue(conn, orjson.dumps({**msg, "price_changes": visible}))
+            self._send_price_entries(market, entries, ts)
         self._auto_bba(moved)
 
-    def price_change(self, changes: list[Change]) -> None:
-        """(token, side, price, new total size) updates; one frame per market, siblings leak."""
-        self._call(self._price_change, list(changes))
+    def price_change(self, changes: list[Change], *, corrupt: dict[str, str] | None = None) -> None:
+        """(token, side, price, new total size) updates; one frame per market, siblings leak.
+
+        corrupt={token: "price" | "size" | "side"} sends that token's entries with the field
+        unreadable, mixed with the others' good entries in the same frame; the truth still moves
+        as the change says (a client that skips the entry has missed a real change).
+        """
+        self._call(self._price_change, list(changes), dict(corrupt or {}))
+
+    async def _crossing_trade(self, token: str, side: str, price: Num, size: Num, gap_s: float) -> None:
+        book = self._book(token)
+        taker = norm_side(side)
+        limit, want = to_dec(price), to_dec(size)
+        check_price(limit)
+        if want <= 0:
+            raise ValueError(f"size must be positive, got {size!r}")
+        maker = SELL if taker == BUY else BUY
+        levels = book.side(maker)
+        crossing = sorted(p for p in levels if (p <= limit if taker == BUY else p >= limit))
+        if taker == SELL:
+            crossing.reverse()  # best (highest) bid first
+        if not crossing:
+            raise ValueError(f"a {taker} at {canon(limit)} does not cross the book of {token}")
+        fills: list[tuple[Decimal, Decimal]] = []  # (level price, size taken)
+        left = want
+        for p in crossing:
+            if left <= 0:
+                break
+            take = min(left, levels[p])
+            fills.append((p, take))
+            left -= take
+        steps: list[tuple[str, Decimal, Decimal]] = []  # (side, price, new total size), in send order
+        if left > 0:  # the remainder rests at the limit: locally crossed until the removals arrive
+            steps.append((taker, limit, book.side(taker).get(limit, Decimal(0)) + left))
+        steps += [(maker, p, levels[p] - take) for p, take in fills]
+        before = self._prices(book)
+        for step_side, p, new_size in steps:
+            book.set_level(step_side, p, new_size)
+        top = book.top()  # final: what every message's best_bid/best_ask already says
+        book.last_trade_price = canon(fills[-1][0])
+        ts = _ts()
+        for i, (step_side, p, new_size) in enumerate(steps):
+            if i and gap_s > 0:
+                await asyncio.sleep(gap_s)
+            entry = {
+                "asset_id": token,
+                "price": canon(p),
+                "size": canon(new_size),
+                "side": step_side,
+                "hash": self._hash(token, ts),
+                "best_bid": top.bid or "0",
+                "best_ask": top.ask or "1",
+            }
+            self._send_price_entries(book.market, [entry], ts)
+        trade = {
+            "asset_id": token,
+            "market": book.market,
+            "price": canon(fills[-1][0]),
+            "size": canon(want - left),
+            "side": taker,
+            "fee_rate_bps": "0",
+            "timestamp": ts,
+            "transaction_hash": "0x" + format(self._rng.getrandbits(256), "064x"),
+            "event_type": "last_trade_price",
+        }
+        self._send_asset_event(token, trade)
+        if self._prices(book) != before:
+            self._auto_bba([token])
+
+    def crossing_trade(self, token: str, side: str, price: Num, size: Num, *, gap_s: float = 0.0) -> None:
+        """An aggressive `side` order for `size` up to limit `price`, reported as the live exchange
+        reports a crossing trade: one price_change message per touched level, all with one
+        timestamp, each already carrying the final best_bid/best_ask. First the resting remainder
+        (if any: the book is locally crossed until the removals arrive), then each consumed level
+        (removed or reduced), then last_trade_price. gap_s spaces the messages (grace tests)."""
+        if self._loop is None or not self._running:
+            asyncio.run(self._crossing_trade(token, side, price, size, 0.0))
+            return
+        coro = self._crossing_trade(token, side, price, size, float(gap_s))
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        fut.result(_CALL_TIMEOUT_S + 10 * gap_s)
 
     def _price_change_legacy(self, token: str, changes: list[tuple[str, Num, Num]]) -> None:
         book = self._book(token)
@@ -866,6 +963,33 @@ class Simulator:
         return True
 
     # ------------------------------------------------------------------ random activity
+
+    def start_broadcasts(self, interval_s: float) -> None:
+        """A new market (and its new_market broadcast) every interval_s: what keeps a relay_only
+        socket talking without ever carrying its own tokens' data."""
+        if not interval_s > 0:
+            raise ValueError("interval_s must be positive")
+        if not self._running:
+            raise RuntimeError("start the simulator first")
+        self._call(self._start_broadcasts, float(interval_s))
+
+    def _start_broadcasts(self, interval_s: float) -> None:
+        self._stop_broadcasts()
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval_s)
+                self._new_market(None, "0.01", None, True, None)
+
+        self._bcast_task = asyncio.get_running_loop().create_task(loop())
+
+    def stop_broadcasts(self) -> None:
+        self._call(self._stop_broadcasts)
+
+    def _stop_broadcasts(self) -> None:
+        if self._bcast_task is not None:
+            self._bcast_task.cancel()
+            self._bcast_task = None
 
     def start_activity(self, events_per_s: float, tokens: list[str] | None = None) -> None:
         """Random-walk price_changes (plus occasional trades) at about events_per_s in total.
