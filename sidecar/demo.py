@@ -495,9 +495,10 @@ def drop_connections(viewer: Viewer, sim: Simulator) -> float:
     viewer.pushes.reset_transitions()
     viewer.note("simulator drops every exchange connection now (TCP abort, no close frame)")
     live = viewer.pushes.live_count()
+    zeroed = ZeroedEntry(viewer.cache, viewer.tokens[0])
     dropped_at = time.monotonic()
     sim.drop()
-    wait_until(lambda: len(viewer.pushes.counts()[1]) >= live, 2.0)
+    wait_until(lambda: zeroed.look() and len(viewer.pushes.counts()[1]) >= live, 2.0, step_s=0.01)
     _, stale_at, _, reasons = viewer.pushes.counts()
     if stale_at:
         first = min(stale_at.values()) - dropped_at
@@ -507,13 +508,33 @@ def drop_connections(viewer: Viewer, sim: Simulator) -> float:
             "the sidecar is reconnecting with jittered backoff"
         )
         if viewer.cache is not None:
-            cache, token = viewer.cache, viewer.tokens[0]
-            wait_until(lambda: (cache_entry(cache, token) or {}).get("best_bid") == 0.0, 1.0)
-            viewer.note(cache_line(cache, token) + " (the workers' 'unknown': REST fallback)")
+            wait_until(lambda: zeroed.look() and zeroed.line is not None, 1.0, step_s=0.01)
+            viewer.note(
+                f"{zeroed.line} (the workers' 'unknown': REST fallback)"
+                if zeroed.line is not None
+                else f"ws_cache.json[{short(zeroed.token)}]: live again before the bridge's next read "
+                "of Redis (every 0.2 s), so the file never showed it stale"
+            )
         viewer.render("(just after the drop: quotes are stale until a fresh book arrives)")
     else:
         viewer.note("no token went stale within 2 s of the drop (unexpected)")
     return dropped_at
+
+
+@dataclass
+class ZeroedEntry:
+    """Samples the bridge's file for the first moment it shows the token not live, prices 0.0."""
+
+    cache: Path | None
+    token: str
+    line: str | None = None
+
+    def look(self) -> bool:
+        if self.cache is not None and self.line is None:
+            entry = cache_entry(self.cache, self.token) or {}
+            if entry.get("quote_status") not in (None, "live") and entry.get("best_bid") == 0.0:
+                self.line = cache_line(self.cache, self.token)
+        return True
 
 
 def check_against_truth(viewer: Viewer, sim: Simulator) -> None:

@@ -33,7 +33,11 @@ def test_demo_shows_the_bridge_entry_live_zeroed_on_the_drop_and_stops_it_cleanl
     lines = [line.split("] ", 1)[-1] for line in out.splitlines() if "ws_cache.json[" in line]
     live, dropped, stopped = lines[0], lines[1], lines[-1]
     assert re.search(r"best_bid=0\.[0-9]*[1-9].*quote_status=live, sidecar_alive=True$", live), live
-    assert "best_bid=0.0, best_ask=0.0, price=0.0" in dropped and "quote_status=stale" in dropped, dropped
+    # The bridge reads Redis every 0.2 s and the sidecar reconnects after a 0-1 s jittered backoff:
+    # now and then a token is live again before the bridge looked, and the demo says so.
+    if "live again before the bridge's next read" not in dropped:
+        assert "best_bid=0.0, best_ask=0.0, price=0.0" in dropped and "quote_status=stale" in dropped, dropped
+        assert dropped.endswith("sidecar_alive=True (the workers' 'unknown': REST fallback)"), dropped
     assert stopped.startswith("bridge stopped with SIGTERM: exit code 0;"), stopped
     assert stopped.endswith("sidecar_alive=False") and "best_bid=0.0, best_ask=0.0, price=0.0" in stopped
     block = out.split("as the bridge wrote it:\n", 1)[1].split("\n\n", 1)[0]
