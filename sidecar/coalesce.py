@@ -114,6 +114,7 @@ class Coalescer:
     summary_dirty: bool = False
     summary_inflight: bool = False
     closed: bool = False
+    sweep_owed: bool = False  # look for hashes of ours the engine no longer has (see writer)
     rewrites: int = 0
     dropped_refreshes: int = 0
     _stamp: str | None = None  # what our last successful transaction left in Redis
@@ -152,6 +153,7 @@ class Coalescer:
     def rewrite(self, now: float) -> None:
         """Redis may hold anything: owe every token its full state (with PERSIST) and the summary."""
         self.rewrites += 1
+        self.sweep_owed = True
         self._prune(now)
         for token, k in self.known.items():
             self._owe(token, _Owed(persist=k.expire_s is None))
@@ -234,6 +236,20 @@ class Coalescer:
             return None
         left = int((self.alive_ttl_s - (now - self.summary.beat_at)) * 1000)
         return left if left >= MIN_ALIVE_MS else None
+
+    @property
+    def epoch(self) -> str:
+        """This run's epoch, as the latest summary carries it ("" before the first one)."""
+        return self._alive()
+
+    def orphans(self, tokens: Iterable[str], epochs: Iterable[str | None]) -> list[str]:
+        """Of the quote hashes found in Redis (token, its ``epoch`` field), those this run wrote
+        and no longer knows: after a restore from an older snapshot they would say ``live``
+        under the current epoch for a token long removed, so they must go."""
+        epoch = self.epoch
+        if not epoch:
+            return []
+        return [t for t, e in zip(tokens, epochs, strict=True) if e == epoch and t not in self.known]
 
     @property
     def backlog(self) -> int:

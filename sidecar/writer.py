@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -211,6 +211,10 @@ class QuoteWriter:
 
     def _flush(self, client: redis.Redis) -> None:
         """Write batches until nothing is owed. Raises on a failed transaction (put back first)."""
+        with self._lock:
+            sweep = self._core.sweep_owed
+        if sweep:
+            self._sweep(client)
         while True:
             with self._lock:
                 if self._closing:
@@ -236,6 +240,29 @@ class QuoteWriter:
                     "flush, or another writer on this prefix): rewriting the full state of %d tokens",
                     tokens,
                 )
+
+    def _sweep(self, client: redis.Redis) -> None:
+        """After a rewrite was owed (Redis may be an older copy): delete the quote hashes of this
+        run's epoch for tokens the writer no longer knows (removed, TTL long gone), which an older
+        snapshot brings back as `live`. Runs before the batches, in this thread, so a token added
+        meanwhile is written after any delete of its old hash."""
+        prefix = self._prefix + "quote:"
+        deleted = 0
+        for keys in _scan_pages(client, prefix + "*"):
+            tokens = [(k.decode() if isinstance(k, bytes) else k)[len(prefix) :] for k in keys]
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hget(key, "epoch")
+            epochs = [e.decode() if isinstance(e, bytes) else e for e in pipe.execute()]
+            with self._lock:
+                doomed = self._core.orphans(tokens, epochs)
+            if doomed:
+                client.delete(*(prefix + t for t in doomed))
+                deleted += len(doomed)
+        with self._lock:
+            self._core.sweep_owed = False
+        if deleted:
+            log.warning("deleted %d quote hashes of removed tokens that Redis had brought back", deleted)
 
     def _queue(self, pipe: Any, batch: Batch) -> None:
         """Queue one batch: stamp swap, token hashes (hash and message from one snapshot), summary."""
@@ -285,3 +312,14 @@ class QuoteWriter:
 
     def snapshot(self) -> dict[str, Any]:
         return {"redis_up": self.connected, "backlog": self.backlog, "errors": self.errors}
+
+
+def _scan_pages(client: redis.Redis, match: str) -> Iterator[list[Any]]:
+    """SCAN in pages of about 1000 keys (never KEYS: it blocks Redis)."""
+    cursor: int = 0
+    while True:
+        cursor, keys = client.scan(cursor, match=match, count=1000)  # type: ignore[misc]
+        if keys:
+            yield keys
+        if not cursor:
+            return

@@ -377,3 +377,12 @@ def test_a_rewrite_clears_a_ttl_an_older_snapshot_brought_back() -> None:
     redis = old.snapshot()
     drain(c, redis, 2.0)
     check_equal(engine, redis)
+
+
+def test_orphans_are_hashes_of_this_epoch_for_tokens_no_longer_known() -> None:
+    c = Coalescer("s", ALIVE_TTL)
+    assert c.orphans(["x"], ["e1"]) == [], "no summary yet: no epoch to match"
+    c.submit_summary({"epoch": "e1"}, 0.0)
+    c.submit([QuoteWrite("known", {"seq": "1"}, True)], 0.0)
+    got = c.orphans(["known", "gone", "older_run", "no_epoch"], ["e1", "e1", "e0", None])
+    assert got == ["gone"]

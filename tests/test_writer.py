@@ -299,3 +299,33 @@ def test_stop_with_redis_down_gives_up_within_its_deadline(h: Harness, make_writ
     assert w.stop(0.5) is False
     took = time.monotonic() - started
     assert took < 0.6, f"stop took {took:.2f}s"
+
+
+def test_hashes_of_long_removed_tokens_an_older_snapshot_brings_back_are_deleted(h: Harness) -> None:
+    """A was removed longer ago than its TTL (the writer forgot it); Redis comes back from a
+    snapshot in which A was still `live` under this run's epoch: workers would trust it."""
+    clock = [100.0]
+    w = QuoteWriter(h.factory, P, 5, 0, clock=lambda: clock[0])  # type: ignore[arg-type]
+    w.start()
+    try:
+        w.submit([full(A, state(1)), full(B, state(1))])
+        w.submit_summary(summary())
+        wait_for(hash_is(h, KEY_A, state(1)), 3, what="first write")
+        older = fakeredis.FakeServer()
+        old_r = fakeredis.FakeRedis(server=older)
+        for key in h.r().keys("*"):
+            old_r.restore(key, 0, h.r().dump(key))
+        other_run = P + "quote:3333"
+        old_r.hset(other_run, mapping={**state(1), "epoch": "e0"})  # an earlier run's: not ours
+        w.submit([full(A, state(2, status="unsubscribed"), expire_s=300)])
+        wait_for(lambda: h.r().ttl(KEY_A) > 0, 3, what="removal written")
+        clock[0] += 301  # A's key has expired by now; the writer forgets it
+        w.submit_summary(summary())
+        wait_for(lambda: w.backlog == 0 and w.flushes >= 3, 3, what="writer idle")
+        h.server = older  # silently, as redis-py reconnects
+        w.submit_summary(summary())
+        wait_for(lambda: not h.r().exists(KEY_A), 3, what="the resurrected hash of A deleted")
+        assert h.r().hgetall(P + "quote:" + B) == state(1)
+        assert h.r().hget(other_run, "epoch") == "e0", "another run's hash is not ours to delete"
+    finally:
+        w.stop(0.3)
