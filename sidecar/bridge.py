@@ -272,7 +272,12 @@ def run(ws_cache: str, heartbeat_s: float, poll_s: float = DEFAULT_POLL_S) -> in
     if problem:
         log.error("bridge: %s", problem)
         return EX_CONFIG
-    bridge = Bridge(QuoteClient.from_env(), path, heartbeat_s, poll_s)
+    try:
+        client = QuoteClient.from_env()
+    except ValueError as exc:  # e.g. SIDECAR_REDIS_URL with an unknown scheme; the URL may hold a password
+        log.error("bridge: invalid SIDECAR_REDIS_URL: %s", exc)
+        return EX_CONFIG
+    bridge = Bridge(client, path, heartbeat_s, poll_s)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, bridge.request_stop)
     try:

@@ -400,6 +400,15 @@ def test_bad_arguments_exit_78_with_one_line(tmp_path: Path) -> None:
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_an_invalid_redis_url_exits_78_with_one_line_and_no_password(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "sidecar", "bridge", "--ws-cache", str(tmp_path / "c.json")]
+    env = {**os.environ, "SIDECAR_REDIS_URL": "foo://user:s3cret@host/0"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
+    assert proc.returncode == 78
+    assert "invalid SIDECAR_REDIS_URL" in proc.stderr and "s3cret" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_the_bridge_imports_neither_pydantic_nor_the_engine() -> None:
     code = (
         "import sys, sidecar.cli, sidecar.bridge; "
