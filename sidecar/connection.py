@@ -254,6 +254,10 @@ def _classify(exc: BaseException) -> str:
         return "refused"
     if isinstance(exc, ConnectionResetError):
         return "reset"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "tls_verify"  # the exchange's certificate is not trusted here (or not its name)
+    if isinstance(exc, ssl.SSLError):
+        return "tls"
     if isinstance(exc, OSError):
         return "os_error"
     if isinstance(exc, websocket.WebSocketException):
