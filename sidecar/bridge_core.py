@@ -20,6 +20,7 @@ Rules (issue 10, docs/migration.md):
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -85,31 +86,19 @@ def entry_for(quote: Quote | None, last: CacheEntry | None, reachable: bool = Tr
     if quote is None:
         if last is None:
             raise ValueError("a token without a quote has no entry to keep")
-        return CacheEntry(
-            best_bid=0.0,
-            best_ask=0.0,
-            price=0.0,
-            ts=last.ts,
-            updated_at=last.updated_at,
-            seq=last.seq,
-            event_type=last.event_type,
-            quote_status=MISSING,
-            bid_empty=last.bid_empty,
-            ask_empty=last.ask_empty,
-            sidecar_alive=False,
-            tick_size=last.tick_size,
-        )
+        return replace(unvouched(last), quote_status=MISSING)
     alive = reachable and quote.alive
     usable = alive and quote.status == LIVE
     updated_at = quote.updated_at_ms / 1000.0 if quote.updated_at_ms is not None else None
     if updated_at is None and last is not None:
         updated_at = last.updated_at
     ts = quote.ts_ms if quote.ts_ms is not None else (last.ts if last is not None else None)
+    bid, ask = finite(quote.bid), finite(quote.ask)
     if usable:
-        bid = quote.bid if quote.bid is not None else 0.0
-        ask = quote.ask if quote.ask is not None else 0.0
-        price = quote.last_trade_price if quote.last_trade_price is not None else quote.mid
-        price = 0.0 if price is None else price
+        price = finite(quote.last_trade_price)
+        if price is None and bid is not None and ask is not None:
+            price = (bid + ask) / 2.0
+        bid, ask, price = bid or 0.0, ask or 0.0, price or 0.0
     else:
         bid = ask = price = 0.0
     return CacheEntry(
@@ -124,7 +113,7 @@ def entry_for(quote: Quote | None, last: CacheEntry | None, reachable: bool = Tr
         bid_empty=quote.bid is None,
         ask_empty=quote.ask is None,
         sidecar_alive=alive,
-        tick_size=quote.tick_size,
+        tick_size=finite(quote.tick_size),
     )
 
 
@@ -200,6 +189,11 @@ class BridgeState:
             "tokens": {t: e.as_json(now_s) for t, e in sorted(self.entries.items())},
         }
         return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def finite(value: float | None) -> float | None:
+    """``None`` for a missing or non-finite number: the file must stay valid JSON (no NaN)."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def unvouched(entry: CacheEntry) -> CacheEntry:

@@ -106,6 +106,19 @@ def test_an_empty_side_is_zero_and_flagged_and_has_no_mid() -> None:
     assert (entry.bid_empty, entry.ask_empty) == (True, False)
 
 
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
+def test_a_non_finite_number_is_unknown_and_the_file_stays_json(bad: str) -> None:
+    state = BridgeState()
+    state.apply(frozenset({A}), {A: quote(bid=bad, last_trade_price=bad, tick_size=bad)})
+    entry = json.loads(state.document(NOW_S))["tokens"][A]
+    assert (entry["best_bid"], entry["best_ask"], entry["price"], entry["tick_size"]) == (
+        0.0,
+        0.514,
+        0.0,
+        None,
+    )
+
+
 def test_resolved_carries_the_keys_workers_exit_on() -> None:
     entry = as_json(entry_for(quote(status="resolved", reason="won"), None))
     assert entry["market_closed"] is True
