@@ -66,9 +66,10 @@ class RestFetch:
 Action = Open | Send | Close | RestFetch
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class QuoteWrite:
-    """One token's new state for Redis. ``publish`` False means an updated_at-only refresh."""
+    """One token's new state for Redis. ``publish`` False means an updated_at-only refresh.
+    Frozen: once handed to the writer nobody changes it (the writer copies ``fields``)."""
 
     token: str
     fields: dict[str, str]

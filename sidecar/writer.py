@@ -119,9 +119,9 @@ class QuoteWriter:
     def _send_final(self, ids: list[int], batch: Batch, timeout_s: float) -> None:
         """Kill our other connections, then the final MULTI/EXEC, all sent in one go on a fresh
         connection without a handshake round trip (RESP2, no name, no lib info; only a configured
-        password still costs its AUTH round trip): even behind a busy
-        Redis the bytes are out before the deadline, and the kills run before the transaction.
-        A transaction still queued on a killed connection is dropped by Redis with it."""
+        password still costs its AUTH round trip). Even behind a busy Redis the bytes are out
+        before the deadline, and the kills run before the transaction: a transaction still
+        queued on a killed connection is dropped by Redis with it."""
         client = self._factory(
             socket_timeout=timeout_s,
             socket_connect_timeout=min(timeout_s, 2.0),
@@ -198,6 +198,8 @@ class QuoteWriter:
                 self._flush(self._client)
             except redis.RedisError as exc:
                 self._note_error("write", exc)
+                with contextlib.suppress(Exception):
+                    self._client.close()  # its pooled sockets; a new client is made on reconnect
                 self._client = None
                 self._wake.set()
 
