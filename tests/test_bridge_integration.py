@@ -227,6 +227,25 @@ def test_resolved_tokens_carry_the_exit_keys_and_removed_tokens_leave(
     assert set(cache.read()["tokens"]) == set(tokens) - {others[0]}
 
 
+def test_a_token_never_live_gets_no_entry_until_it_is(redis_server, sim, sidecar, bridge) -> None:
+    ids = [sim.add_market() for _ in range(2)]
+    tokens = [t for m in ids for t in sim.markets()[m]]
+    silent = tokens[0]
+    sim.mute(silent, subscribes=1)  # its first subscription brings nothing: pending until a redrive
+    r = redis_server.client()
+    r.sadd(P + "desired", *tokens)
+    sidecar(confirm_timeout_s=2)
+    cache = bridge()
+    others = tokens[1:]
+    wait_for(lambda: all(matches_truth(cache, sim, t) for t in others), 15, what="the other entries")
+    pending_since = time.monotonic()
+    while r.hget(P + "quote:" + silent, "status") != "live":
+        assert silent not in cache.read()["tokens"]  # pending: the scheduler must not start a worker
+        time.sleep(0.01)
+    assert time.monotonic() - pending_since > 0.5  # the bridge had several reads to get it wrong
+    wait_for(lambda: matches_truth(cache, sim, silent), 1.0, what="its entry once live")
+
+
 def test_heartbeat_rewrites_an_unchanged_file(redis_server, sim, sidecar, bridge) -> None:
     _, _, _, cache = start_live(redis_server, sim, sidecar, bridge, markets=1, heartbeat_s=1.0)
     first = cache.read()["updated_at"]
