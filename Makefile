@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test unit integration lint demo bench bench-client soak run clean
+.PHONY: install test unit integration lint demo bench bench-client bench-bridge soak run clean
 
 install: $(STAMP)
 
@@ -24,8 +24,8 @@ integration: $(STAMP)
 	$(PY) -m pytest -q -m integration
 
 lint: $(STAMP)
-	$(PY) -m ruff check sidecar tests scripts
-	$(PY) -m ruff format --check sidecar tests scripts
+	$(PY) -m ruff check sidecar tests scripts examples
+	$(PY) -m ruff format --check sidecar tests scripts examples
 
 demo: $(STAMP)
 	$(PY) -m sidecar.demo
@@ -33,9 +33,13 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/bench.py
 	$(PY) scripts/bench_client.py
+	$(PY) scripts/bench_bridge.py
 
 bench-client: $(STAMP)
 	$(PY) scripts/bench_client.py
+
+bench-bridge: $(STAMP)
+	$(PY) scripts/bench_bridge.py
 
 soak: $(STAMP)
 	$(PY) scripts/soak.py
