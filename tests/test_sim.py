@@ -769,6 +769,30 @@ def test_rest_book_and_books(sim: Simulator) -> None:
     assert sim.rest_requests == 6
 
 
+def test_rest_delay_keeps_an_older_answer_in_flight(sim: Simulator) -> None:
+    """For Redis faults during REST confirmations: the answer is read, then held."""
+    _, a, _ = two_token_market(sim)
+    sim.set_book(a, [("0.40", "10")], [("0.45", "5")])
+    sim.rest_delay(0.5)
+    got: list[Any] = []
+    t0 = time.monotonic()
+    thread = threading.Thread(target=lambda: got.append(http(f"{sim.rest_url}/books", [{"token_id": a}])))
+    thread.start()
+    wait_for(lambda: sim.rest_in_flight == 1, what="the request in flight")
+    sim.price_change([(a, "BUY", "0.41", "2")])  # the truth moves while the answer is held
+    thread.join(5)
+    assert time.monotonic() - t0 >= 0.5
+    status, books = got[0]
+    assert status == 200 and books[0]["bids"] == [{"price": "0.4", "size": "10"}]  # read before the move
+    assert sim.rest_in_flight == 0
+    sim.rest_delay(0)
+    t0 = time.monotonic()
+    assert http(f"{sim.rest_url}/book?token_id={a}")[1]["bids"][-1] == {"price": "0.41", "size": "2"}
+    assert time.monotonic() - t0 < 0.5
+    with pytest.raises(ValueError):
+        sim.rest_delay(-1)
+
+
 # ---------------------------------------------------------------- lifecycle, CLI, numbers
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,9 +27,13 @@ class RestHooks:
         self,
         begin: Callable[[], int | None],
         summaries: Callable[[list[str]], list[dict[str, Any] | None]],
+        delay: Callable[[], float] = lambda: 0.0,
+        end: Callable[[], None] = lambda: None,
     ) -> None:
         self.begin = begin  # counts the request; returns a status to fail it with, or None
         self.summaries = summaries  # one summary (or None for unknown) per token id
+        self.delay = delay  # seconds to hold an answer after its books were read (in flight)
+        self.end = end  # the request is answered (or failed): no longer in flight
 
 
 class _Server(ThreadingHTTPServer):
@@ -80,6 +85,18 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("POST", self._read_body())
 
     def _handle(self, method: str, body: bytes) -> None:
+        try:
+            self._answer(method, body)
+        finally:
+            self.server.hooks.end()
+
+    def _hold(self) -> None:
+        """The books are read: keep the answer in flight as long as the simulator says."""
+        delay = self.server.hooks.delay()
+        if delay > 0:
+            time.sleep(delay)
+
+    def _answer(self, method: str, body: bytes) -> None:
         fail = self.server.hooks.begin()
         if fail is not None:
             self._reply(fail, {"error": f"simulated failure ({fail})"})
@@ -91,6 +108,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(400, {"error": "Invalid payload: token_id is required"})
                 return
             summary = self.server.hooks.summaries([token])[0]
+            self._hold()
             if summary is None:
                 self._reply(404, {"error": "No orderbook exists for the requested token id"})
             else:
@@ -115,6 +133,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(400, {"error": f"Invalid payload: at most {MAX_BOOKS_PER_REQUEST} token ids"})
             return
         summaries = self.server.hooks.summaries([item["token_id"] for item in req])
+        self._hold()
         self._reply(200, [s for s in summaries if s is not None])
 
 

@@ -228,6 +228,8 @@ class Simulator:
         self._reject: tuple[int, int] = (0, 0)
         self._rest_requests = 0
         self._rest_fail: tuple[int, int] = (0, 0)
+        self._rest_delay = 0.0
+        self._rest_in_flight = 0
 
         self._act_rate = 0.0
         self._act_tokens: list[str] | None = None
@@ -284,7 +286,7 @@ class Simulator:
         try:
             asyncio.run_coroutine_threadsafe(self._startup(), loop).result(_CALL_TIMEOUT_S)
             self._running = True
-            hooks = RestHooks(self._rest_begin, self._summaries)
+            hooks = RestHooks(self._rest_begin, self._summaries, self._rest_hold, self._rest_end)
             self._rest = RestServer(self.host, self._rest_port_req, hooks)
         except BaseException:
             self.stop()  # e.g. a port in use: do not leave a loop thread or a listener behind
@@ -406,6 +408,20 @@ class Simulator:
         """Answer the next `count` handshakes with HTTP `status` (e.g. 429) instead of upgrading."""
         with self._lock:
             self._reject = (status, count)
+
+    @property
+    def rest_in_flight(self) -> int:
+        """REST requests received and not yet answered (see rest_delay)."""
+        with self._lock:
+            return self._rest_in_flight
+
+    def rest_delay(self, seconds: float) -> None:
+        """Hold every REST answer this long after its books were read (0 = answer at once): the
+        answer is then older than the socket's events, and Redis can restart while it is in flight."""
+        if seconds < 0:
+            raise ValueError("seconds must not be negative")
+        with self._lock:
+            self._rest_delay = float(seconds)
 
     def rest_fail(self, status: int, count: int) -> None:
         """Fail the next `count` REST requests with `status`."""
@@ -1264,9 +1280,18 @@ class Simulator:
 
     # ------------------------------------------------------------------ REST hooks
 
+    def _rest_hold(self) -> float:
+        with self._lock:
+            return self._rest_delay
+
+    def _rest_end(self) -> None:
+        with self._lock:
+            self._rest_in_flight -= 1
+
     def _rest_begin(self) -> int | None:
         with self._lock:
             self._rest_requests += 1
+            self._rest_in_flight += 1
             status, count = self._rest_fail
             if count > 0:
                 self._rest_fail = (status, count - 1)
