@@ -825,6 +825,32 @@ def test_stop_is_idempotent_and_closes_ports() -> None:
         websocket.create_connection(url, timeout=2)
 
 
+def test_cli_serves_wss_with_the_certificate_it_prints(tmp_path: Path) -> None:
+    args = ["--ws-port", "0", "--rest-port", "0", "--markets", "1", "--rate", "0", "--tls", str(tmp_path)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sidecar.sim", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert proc.stdout is not None
+        out = [proc.stdout.readline().split() for _ in range(6)]  # ws_url, rest_url, tokens 2, 2 ids, ca_file
+        assert out[0][0] == "ws_url" and out[0][1].startswith("wss://")
+        assert out[5] == ["ca_file", str(tmp_path / "cert.pem")]
+        ws = websocket.create_connection(out[0][1], sslopt={"ca_certs": out[5][1]}, timeout=5)
+        ws.send(orjson.dumps({"type": "market", "assets_ids": [out[3][0]]}).decode())
+        assert orjson.loads(ws.recv())[0]["asset_id"] == out[3][0]
+        ws.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
 def test_cli_prints_urls_and_tokens_and_stops_on_sigint() -> None:
     proc = subprocess.Popen(
         [
