@@ -66,7 +66,8 @@ def test_thousand_tokens_shard_over_five_sockets_and_all_go_live(redis_server, s
     tokens = [str(3 * 10**40 + i) for i in range(1000)]
     r.sadd(P + "desired", *tokens)
     proc = sidecar(max_tokens_per_conn=200)
-    wait_for(lambda: statuses(r, tokens) == {"live"}, 60, interval=0.2, what="1,000 tokens live")
+    # Five sockets 0.25 s apart, then 1,000 snapshots to apply and write: seconds, not a minute.
+    wait_for(lambda: statuses(r, tokens) == {"live"}, 20, interval=0.2, what="1,000 tokens live")
     conns = [c for c in sim.connections() if c.open]
     assert len(conns) == 5
     assert all(len(c.subscribed) <= 200 for c in conns)
@@ -93,13 +94,19 @@ def test_token_without_first_event_is_redriven_then_moved(redis_server, sim, sid
     r.sadd(P + "desired", good, stuck)
     proc = sidecar(confirm_timeout_s=0.5, redrive_max=2)
     wait_for(lambda: quote(r, good).get("status") == "live", 10, what="good token live")
+    t0 = time.monotonic()
     wait_for(
         lambda: quote(r, stuck).get("reason", "").startswith("no_first_event"),
-        10,
+        0.5 + 2.0,
         what="stuck token visible as pending with a reason",
     )
     assert quote(r, stuck)["status"] == "pending"
-    wait_for(lambda: quote(r, stuck).get("status") == "live", 30, what="stuck token live after the move")
+    # Patience 0.5 s, doubling: redrives after 0.5 and 1.5 s, the move after 3.5 s; then a fresh
+    # socket and its snapshot.
+    wait_for(
+        lambda: quote(r, stuck).get("status") == "live", 3.5 + 4.0, what="stuck token live after the move"
+    )
+    assert time.monotonic() - t0 <= 3.5 + 4.0
     first = sim.connections()[0]
     ops = [orjson.loads(t) for _, t in first.received if t != "PING"]
     redrives = [o for o in ops if o.get("operation") == "unsubscribe" and stuck in o["assets_ids"]]
