@@ -160,7 +160,8 @@ def test_quotes_follow_truth_through_a_scripted_session(redis_server, sim, sidec
         )
         assert time.monotonic() - dropped_at <= 1.0
         sim.price_change([(target, "BUY", sim.truth(target).bid, "1234")])  # moves truth while down
-        wait_for(lambda: all_match(r, sim, desired), 15, what="live again after reconnect")
+        # First reconnect within 2 x SIDECAR_BACKOFF_MIN_S (1 s), then the fresh books.
+        wait_for(lambda: all_match(r, sim, desired), 5, what="live again after reconnect")
 
         # Random activity, then quiet: everything still equals the truth.
         published = len(listener.messages)
@@ -168,7 +169,7 @@ def test_quotes_follow_truth_through_a_scripted_session(redis_server, sim, sidec
         # Activity reached Redis: a hundred more quote messages (top moves) were published.
         wait_for(lambda: len(listener.messages) >= published + 100, 10, what="activity published")
         sim.stop_activity()
-        wait_for(lambda: all_match(r, sim, desired), 10, what="converged after random activity")
+        wait_for(lambda: all_match(r, sim, desired), 3, what="converged after random activity")
 
         # Published seq strictly increases per token; every message is well formed.
         for token in desired:
@@ -200,7 +201,7 @@ def test_wire_rules_and_chunked_incremental_subscribe(redis_server, sim, sidecar
     more = [str(10**20 + i) for i in range(150, 260)]
     r.sadd(P + "desired", *more)
     r.publish(P + "desired:changed", "1")
-    wait_for(lambda: all(quote(r, t).get("status") == "live" for t in more), 10, what="nudged tokens live")
+    wait_for(lambda: all(quote(r, t).get("status") == "live" for t in more), 3, what="nudged tokens live")
     wait_for(lambda: sum(c.pings for c in sim.connections()) >= 4, 5, what="text PINGs")
 
     conns = sim.connections()
@@ -232,7 +233,7 @@ def test_wire_rules_and_chunked_incremental_subscribe(redis_server, sim, sidecar
     gone = first[:3]
     r.srem(P + "desired", *gone)
     r.publish(P + "desired:changed", "1")
-    wait_for(lambda: all(quote(r, t).get("status") == "unsubscribed" for t in gone), 5, what="unsubscribed")
+    wait_for(lambda: all(quote(r, t).get("status") == "unsubscribed" for t in gone), 2, what="unsubscribed")
     assert all(0 < r.ttl(P + "quote:" + t) <= 300 for t in gone)
     unsubscribed = set()
     for conn in sim.connections():
