@@ -304,7 +304,7 @@ def test_redis_restart_rewrites_the_full_state_of_every_token(
     took = time.monotonic() - restarted
     assert 0 < r.ttl(P + "sidecar:alive") <= 5
     sim.stop_activity()
-    wait_for(lambda: all_match(r, sim, active), 10, what="active tokens equal truth after activity")
+    wait_for(lambda: all_match(r, sim, active), 3, what="active tokens equal truth after activity")
     # The vanished desired set was not taken for "the scheduler wants nothing".
     assert unsubscribed_ids(sim) == set(), "tokens were unsubscribed after the Redis restart"
     assert statuses(r, tokens) <= {"live", "pending", "resolved"}
@@ -313,7 +313,7 @@ def test_redis_restart_rewrites_the_full_state_of_every_token(
     extra = new_tokens(sim, 1)[0]
     r.sadd(P + "desired", *tokens, extra)
     r.publish(P + "desired:changed", "1")
-    wait_for(lambda: all_match(r, sim, [extra]), 10, what="new token from the rewritten desired set live")
+    wait_for(lambda: all_match(r, sim, [extra]), 3, what="new token from the rewritten desired set live")
     wait_for(lambda: http_get(proc, "/healthz")[0] == 200, 5, what="/healthz 200 again")
     assert sim.violations == []
     print(f"state restored {took:.2f}s after Redis came back (outage {outage_s}s)")
@@ -387,7 +387,7 @@ def test_stalled_redis_never_blocks_the_sockets_and_the_backlog_drains(
     assert pings_during >= 5, f"only {pings_during} PINGs during a {stall_s}s stall: the loop blocked"
     wait_for(lambda: metric(proc, "pm_sidecar_writer_backlog_tokens") <= 10, 10, what="backlog drained")
     sim.stop_activity()
-    wait_for(lambda: all_match(r, sim, tokens), 10, interval=0.1, what="quotes equal truth after the stall")
+    wait_for(lambda: all_match(r, sim, tokens), 3, interval=0.1, what="quotes equal truth after the stall")
     assert sim.handshakes == handshakes, "no socket reconnect"
     assert metric(proc, "pm_sidecar_reconnects_total") == 0, "no PONG timeout, no silence replacement"
     growth = rss_kb(proc.proc.pid) - rss_before
@@ -765,7 +765,7 @@ def test_half_open_invalid_operation_and_slow_frames(
         pings = sim.conn(conn.id).pings
         wait_for(lambda: sim.conn(conn.id).pings >= pings + 10, 10, what="3 s of PINGs on the slow socket")
         sim.stop_activity()
-        wait_for(lambda: all_match(r, sim, tokens), 10, what="slow frames converge to truth")
+        wait_for(lambda: all_match(r, sim, tokens), 3, what="slow frames converge to truth")
         assert sim.handshakes == 1 and metric(proc, "pm_sidecar_reconnects_total") == 0
         sim.slow(conn.id, 0)
 
@@ -1061,7 +1061,9 @@ def test_no_quote_is_live_and_wrong_for_more_than_a_second_under_faults(
     finally:
         watch.stop()
         sim.stop_activity()
-    wait_for(lambda: all_match(r, sim, tokens), 15, what="converged after the schedule")
+    # The last zombie (t=18 s) is replaced within SILENCE_MAX_S + PROBE_TIMEOUT_S; the last fault
+    # is at t=25 s: everything has converged by the time the schedule ends, give or take.
+    wait_for(lambda: all_match(r, sim, tokens), 5, what="converged after the schedule")
     worst = max(watch.longest.values(), default=0.0)
     print(
         f"samples={watch.samples} unreadable={watch.unreadable} not_live={watch.not_live} "
