@@ -4,8 +4,9 @@ Pushes arrive within milliseconds but miss three things: the ``updated_at`` refr
 written and not published, the alive key, and whatever happened while the subscription was
 down. So the follower re-reads the hashes and the alive key every ``reconcile_s`` and after every
 (re)subscription, and yields whatever differs from what it last yielded. It never goes back in
-``seq`` for a token. When Redis cannot be reached it yields every followed token once with
-``alive=False``: nothing vouches for those quotes until Redis answers again.
+``seq`` for a token. A dropped connection is re-opened at once; when Redis cannot be reached
+after that, it yields every followed token once with ``alive=False``: nothing vouches for those
+quotes until Redis answers again.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Follower:
         self._retry_at = 0.0
         self._retry_s = RETRY_MIN_S
         self._down = False
+        self._failures = 0  # consecutive failed attempts; Redis is judged down after two
         self._confirmed: set[str] = set()  # channels whose subscribe confirmation arrived
         self._force = False
         self._polling = False
@@ -147,6 +149,7 @@ class Follower:
             pubsub.subscribe(*self._channels)
         self._reconcile(force=True)
         self._retry_s = RETRY_MIN_S
+        self._failures = 0
 
     def _reconcile(self, force: bool = False) -> None:
         """Re-read every hash and the alive key; queue what differs from what was yielded."""
@@ -205,6 +208,10 @@ class Follower:
 
     def _on_error(self, exc: redis.RedisError) -> None:
         self._drop_pubsub()
+        self._failures += 1
+        if self._failures == 1:
+            self._retry_at = 0.0  # a killed connection: reconnect at once before judging Redis
+            return
         self._retry_at = time.monotonic() + self._retry_s
         self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
         if self._down:
