@@ -52,6 +52,16 @@ def main(argv: list[str] | None = None) -> int:
         help="validate the configuration and print it (secrets masked)",
         description="Validate SIDECAR_* settings and print the effective configuration; exit 78 if invalid.",
     )
+    check = sub.add_parser(
+        "check",
+        help="check this host before the first run: config, Redis, exchange, REST, metrics port",
+        description="Validate the configuration, then check Redis (version, role, eviction policy, "
+        "persistence, the desired set), the metrics port, DNS, one market-channel socket and one REST "
+        "request, and print what `run` would do. Exit 0: no problem (warnings allowed); 1: one FAIL "
+        "line per problem; 2: bad arguments; 78: invalid configuration.",
+    )
+    check.add_argument("--token", help="token id for the socket and REST checks (default: lowest desired)")
+    check.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per network step (default 5)")
     bridge = sub.add_parser(
         "bridge",
         help="keep the legacy ws_cache.json current from Redis (for the maker bot's workers)",
@@ -67,17 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     bridge.add_argument(
         "--poll-s", type=float, default=0.2, help="Redis read period, at most 0.4 (default 0.2)"
     )
-    from sidecar import status
-
-    status.add_arguments(
-        sub.add_parser(
-            "status",
-            help="show the sidecar and every desired token, from Redis (exit 0 alive, 1 not, 2 no Redis)",
-            description="Read the sidecar's Redis keys and show whether it is alive, its summary, and "
-            "each desired token worst first. Exit 0 when alive, 1 when not, 2 when Redis cannot be "
-            "reached. Redis from SIDECAR_REDIS_URL, SIDECAR_REDIS_PASSWORD, SIDECAR_KEY_PREFIX.",
-        )
-    )
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -87,13 +86,15 @@ def main(argv: list[str] | None = None) -> int:
         from sidecar.bridge import run as run_bridge
 
         return run_bridge(args.ws_cache, args.heartbeat_s, args.poll_s)
-    if args.command == "status":  # reads Redis only, through sidecar.client
-        return status.run(args)
     from sidecar.config import load_settings_or_exit
 
     settings = load_settings_or_exit()
     if args.command == "config":
         return print_config(settings)
+    if args.command == "check":
+        from sidecar.check import main as run_check
+
+        return run_check(settings, args)
     from sidecar import allocator
     from sidecar.app import Runtime, configure_logging
 

@@ -1,0 +1,151 @@
+"""`pm-sidecar check` against a real redis-server and the exchange simulator: all well, then one
+fault at a time (Redis unreachable, socket refused, REST 5xx, an evicting policy), each one FAIL line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from sidecar.sim import Simulator
+from tests.helpers import REPO, RedisServer, free_port, sidecar_env
+
+pytestmark = pytest.mark.integration
+
+
+def run_check(
+    redis_url: str, ws_url: str, rest_url: str, *args: str, **overrides: Any
+) -> tuple[int, list[str]]:
+    env = sidecar_env(redis_url, ws_url, rest_url, **overrides)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sidecar", "check", "--timeout", "3", *args],
+        env=env,
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.stderr == "", proc.stderr
+    return proc.returncode, proc.stdout.splitlines()
+
+
+def fails(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.startswith("FAIL")]
+
+
+def with_level(lines: list[str], level: str, area: str) -> list[str]:
+    return [line for line in lines if line.startswith(f"{level:<4} {area}:")]
+
+
+def a_token(sim: Simulator) -> str:
+    market = sim.add_market()
+    return sim.markets()[market][0]
+
+
+def test_all_well(redis_server: RedisServer, sim: Simulator) -> None:
+    token = a_token(sim)
+    r = redis_server.client()
+    r.sadd("pm:desired", token, "not-a-token")
+    code, lines = run_check(redis_server.url, sim.ws_url, sim.rest_url)
+    assert code == 0, lines
+    assert fails(lines) == []
+    assert with_level(lines, "ok", "redis")[0].endswith(f"Redis {r.info()['redis_version']}")
+    short = f"{token[:6]}…{token[-6:]}"
+    assert f"ok   ws: book for token {short} received" in lines
+    assert any(
+        line.startswith("ok   rest:") and f"HTTP 200, 1 book(s) for token {short}" in line for line in lines
+    )
+    # the fixture's redis-server runs without persistence: said, but not a failure
+    assert len(with_level(lines, "WARN", "redis")) == 1
+    assert "no persistence" in with_level(lines, "WARN", "redis")[0]
+    plan = [line for line in lines if line.startswith("run would:")]
+    assert "pm:desired now: 1 tokens (1 invalid ids ignored, 0 over SIDECAR_MAX_TOKENS ignored)" in plan[0]
+    assert f"1 socket(s) of at most 200 tokens to {sim.ws_url}" in plan[0]
+    assert lines[-1] == "check: 0 problem(s), 1 warning(s)"
+    assert sim.violations == []
+
+    # AOF on: the persistence warning goes away (read from INFO, not assumed)
+    r.config_set("appendonly", "yes")
+    code, lines = run_check(redis_server.url, sim.ws_url, sim.rest_url)
+    assert code == 0, lines
+    assert with_level(lines, "WARN", "redis") == []
+    assert lines[-1] == "check: 0 problem(s), 0 warning(s)"
+
+
+def test_no_desired_token_sends_an_empty_subscription(redis_server: RedisServer, sim: Simulator) -> None:
+    code, lines = run_check(redis_server.url, sim.ws_url, sim.rest_url)
+    assert code == 0, lines
+    assert any(line.startswith("ok   ws:") and "subscription accepted, PONG" in line for line in lines)
+    assert not any("book for token" in line for line in lines)
+    assert any("empty request: reachable" in line for line in lines)
+    assert sim.violations == []
+
+
+def test_redis_unreachable(redis_server: RedisServer, sim: Simulator) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    code, lines = run_check(dead, sim.ws_url, sim.rest_url, "--token", a_token(sim))
+    assert code == 1
+    assert len(fails(lines)) == 1
+    assert fails(lines)[0].startswith(f"FAIL redis: cannot use {dead}: ConnectionError")
+    assert any(line.startswith("ok   ws: book for token") for line in lines)  # the rest still checked
+    assert "pm:desired could not be read" in "\n".join(lines)
+
+
+def test_socket_refused(redis_server: RedisServer, sim: Simulator) -> None:
+    dead = f"ws://127.0.0.1:{free_port()}/ws/market"
+    code, lines = run_check(redis_server.url, dead, sim.rest_url)
+    assert code == 1
+    assert len(fails(lines)) == 1
+    assert fails(lines)[0].startswith(f"FAIL ws: cannot open {dead}: ConnectionRefusedError")
+
+
+def test_handshake_rejected(redis_server: RedisServer, sim: Simulator) -> None:
+    sim.reject_handshakes(429, 1)
+    code, lines = run_check(redis_server.url, sim.ws_url, sim.rest_url)
+    assert code == 1
+    assert fails(lines) == [f"FAIL ws: cannot open {sim.ws_url}: HTTP 429 on the handshake"]
+
+
+def test_rest_5xx(redis_server: RedisServer, sim: Simulator) -> None:
+    redis_server.client().sadd("pm:desired", a_token(sim))
+    sim.rest_fail(503, 1)
+    code, lines = run_check(redis_server.url, sim.ws_url, sim.rest_url)
+    assert code == 1
+    assert fails(lines) == [f"FAIL rest: POST {sim.rest_url}/books: HTTP 503"]
+    # REST disabled: not checked, so not failed
+    sim.rest_fail(503, 1)
+    code, lines = run_check(redis_server.url, sim.ws_url, sim.rest_url, rest_enabled="false")
+    assert code == 0, lines
+    assert "ok   rest: SIDECAR_REST_ENABLED=false: not checked" in lines
+
+
+def test_evicting_policy(redis_server: RedisServer, sim: Simulator) -> None:
+    r = redis_server.client()
+    r.config_set("maxmemory-policy", "allkeys-lru")
+    code, lines = run_check(redis_server.url, sim.ws_url, sim.rest_url)
+    assert code == 0, lines  # no maxmemory: nothing is evicted yet, but it is said
+    assert any(
+        line.startswith("WARN redis: maxmemory-policy allkeys-lru with no maxmemory") for line in lines
+    )
+    r.config_set("maxmemory", str(512 << 20))
+    code, lines = run_check(redis_server.url, sim.ws_url, sim.rest_url)
+    assert code == 1
+    assert len(fails(lines)) == 1
+    assert fails(lines)[0].startswith(
+        f"FAIL redis: maxmemory-policy allkeys-lru with maxmemory {512 << 20} bytes"
+    )
+    r.config_set("maxmemory-policy", "volatile-lru")
+    code, lines = run_check(redis_server.url, sim.ws_url, sim.rest_url)
+    assert code == 0, lines
+    assert any(line.startswith("WARN redis: maxmemory-policy volatile-lru") for line in lines)
+
+
+def test_desired_of_the_wrong_type(redis_server: RedisServer, sim: Simulator) -> None:
+    redis_server.client().set("pm:desired", "oops")
+    code, lines = run_check(redis_server.url, sim.ws_url, sim.rest_url)
+    assert code == 1
+    assert fails(lines) == [
+        "FAIL redis: pm:desired is a string, not a set: run would keep an empty desired set"
+    ]
