@@ -77,6 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     bridge.add_argument(
         "--poll-s", type=float, default=0.2, help="Redis read period, at most 0.4 (default 0.2)"
     )
+    from sidecar import status
+
+    status.add_arguments(
+        sub.add_parser(
+            "status",
+            help="show the sidecar and every desired token, from Redis (exit 0 alive, 1 not, 2 no Redis)",
+            description="Read the sidecar's Redis keys and show whether it is alive, its summary, and "
+            "each desired token worst first. Exit 0 when alive, 1 when not, 2 when Redis cannot be "
+            "reached. Redis from SIDECAR_REDIS_URL, SIDECAR_REDIS_PASSWORD, SIDECAR_KEY_PREFIX.",
+        )
+    )
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -86,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         from sidecar.bridge import run as run_bridge
 
         return run_bridge(args.ws_cache, args.heartbeat_s, args.poll_s)
+    if args.command == "status":  # reads Redis only, through sidecar.client
+        return status.run(args)
     from sidecar.config import load_settings_or_exit
 
     settings = load_settings_or_exit()
