@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from sidecar.client import Quote, QuoteClient
 from sidecar.sim import Simulator
@@ -238,12 +240,20 @@ def test_wait_live_gate_for_a_token_that_never_goes_live(
     assert q.status == "pending" and q.alive and q.bid is None and not q.usable(60)
 
 
-def test_a_resubscription_rereads_and_yields_every_hash(
-    redis_server: RedisServer, client: QuoteClient
-) -> None:
+@pytest.mark.parametrize("retrying", [False, True], ids=["own-client", "given-retrying-client"])
+def test_a_resubscription_rereads_and_yields_every_hash(redis_server: RedisServer, retrying: bool) -> None:
     """What was published while the follower's connection was dead is recovered at once on the
     re-subscription, not at the next reconcile (30 s away here), and unchanged tokens are yielded
-    again: the caller learns its subscription was renewed."""
+    again: the caller learns its subscription was renewed. Our own client sees the dead connection
+    as an error; a given client with retries re-subscribes inside redis-py, which the follower
+    notices by the repeated subscribe confirmations."""
+    if retrying:
+        given = redis.Redis(
+            port=redis_server.port, retry=Retry(NoBackoff(), 3), retry_on_error=[redis.ConnectionError]
+        )
+        client = QuoteClient(redis=given)
+    else:
+        client = QuoteClient(redis_server.url)
     r = redis_server.client()
     a, b = "1" * 72, "2" * 72
     r.set(P + "sidecar:alive", "e1")
@@ -280,3 +290,4 @@ def test_a_resubscription_rereads_and_yields_every_hash(
             (a, 11, "0.45", True),
             (b, 20, "0.41", True),
         ]
+    client.close()
