@@ -346,3 +346,20 @@ def test_wait_live_times_out_with_none(client: QuoteClient, side: FakeSidecar, r
     t0 = time.monotonic()
     assert client.wait_live(A, 0.4) is None
     assert 0.4 <= time.monotonic() - t0 < 0.7
+
+
+def test_unreadable_messages_are_counted_and_skipped(
+    client: QuoteClient, side: FakeSidecar, r: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    side.write(A)
+    with client.follow([A], reconcile_s=5) as f:
+        assert len(drain(f, 0.1)) == 1
+        for junk in ("{oops", "[1, 2]", "7"):
+            r.publish(f"pm:quote:{A}", junk)
+        side.write(A, bid="0.21")
+        got = drain(f, 0.2)
+        assert [(q.seq, q.bid) for q in got] == [(102, 0.21)]
+        assert f._state.bad_messages == 3
+    assert [rec.getMessage() for rec in caplog.records if "unreadable" in rec.getMessage()] == [
+        f"unreadable quote message on pm:quote:{A} (1 so far)"
+    ]

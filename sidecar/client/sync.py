@@ -14,7 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from sidecar.client.follow import Follower, text
+from sidecar.client.follow import Follower
+from sidecar.client.follow_state import text
 from sidecar.client.quote import LIVE, Quote, check_tokens, quote_from_fields
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
