@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Any
 
-from sidecar import __version__, allocator
+from sidecar import __version__, allocator, logs
 from sidecar.config import Settings
 from sidecar.connection import SocketRunner
 from sidecar.desired import DesiredReader
@@ -34,7 +34,7 @@ log = logging.getLogger("sidecar")
 
 TICK_S = 0.05
 SUMMARY_S = 1.0
-LOG_SUMMARY_S = 30.0
+LOG_SUMMARY_S = 60.0  # the summary line in the log (events/s and Redis latency over this period)
 DRAIN_MAX = 5000  # items per loop turn before timers get a chance to run
 STOP_WRITE_S = 1.2  # the final Redis write's budget: the whole stop stays within 2 s
 TRIM_S = 10.0  # malloc_trim period (~0.2 ms each): reconnect waves leave freed pages behind
@@ -71,6 +71,7 @@ class Runtime:
         self._loop_at = now
         self._got_desired = False
         self._inbox_lag = 0.0  # worst frame receive -> processed lag since the last summary
+        self._last_log = (now, 0.0, 0.0, 0.0)  # summary line: at, events, flush time sum / count
 
     # ---- health endpoints ----------------------------------------------------------------------
 
@@ -159,7 +160,7 @@ class Runtime:
                 self.notifier.watchdog()
             if now >= next_log:
                 next_log = now + LOG_SUMMARY_S
-                log.info("%s", self._status_line())
+                self._log_summary(now)
             if now >= next_trim:
                 next_trim = now + TRIM_S
                 took = allocator.trim()
@@ -224,6 +225,8 @@ class Runtime:
             "sockets": dict(engine.connection_states()),
             "desired": len(engine.tokens),
             "live": int(summary["live"]),
+            "connections": int(summary["connections"]),
+            "connections_up": int(summary["connections_up"]),
             "pending": int(summary["pending"]),
             "no_data": engine.no_data_count(),
             "quote_health": engine.quote_health(counts),
@@ -262,6 +265,31 @@ class Runtime:
         )
 
     def _shutdown(self, server: Any) -> None:
+    def _log_summary(self, now: float) -> None:
+        """The minute's summary line: counts, sockets, events/s and mean Redis flush time."""
+        snap = self._snapshot
+        statuses = snap.get("statuses", {})
+        events = float(sum(v for (k, _), v in self.engine.stats.items() if k == "events"))
+        flush_sum, flush_count = _histogram_totals(self.metrics.redis_write_latency)
+        then = self._last_log
+        self._last_log = (now, events, flush_sum, flush_count)
+        latency = logs.mean_delta(flush_sum, flush_count, then[2], then[3])
+        line = logs.MinuteSummary(
+            desired=int(snap.get("desired", 0)),
+            live=int(statuses.get(LIVE, 0)),
+            pending=int(statuses.get(PENDING, 0)),
+            stale=int(statuses.get("stale", 0)),
+            resyncing=int(statuses.get("resyncing", 0)),
+            sockets_up=int(snap.get("connections_up", 0)),
+            sockets=int(snap.get("connections", 0)),
+            events_per_s=logs.rate(events, then[1], now - then[0]),
+            redis_latency_ms=None if latency is None else latency * 1000,
+            redis_up=bool(snap.get("redis_up")),
+            backlog=int(snap.get("backlog", 0)),
+            quote_health=float(snap.get("quote_health", 1.0)),
+        )
+        log.info("%s", line.message(), extra={"fields": line.fields()})
+
         """Stale every quote we can no longer vouch for, drop the alive key, go. Within 2 s, also
         with Redis slow or down: the writer's final transaction fences off anything still in
         flight, so nothing setting `live` or the alive key can land after it."""
@@ -287,10 +315,19 @@ class Runtime:
         server.server_close()
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # redis-py / websocket-client chatter is not useful at INFO
-    logging.getLogger("websocket").setLevel(logging.WARNING)
+def _histogram_totals(histogram: Any) -> tuple[float, float]:
+    """A Prometheus histogram's running (sum, count)."""
+    total = count = 0.0
+    for metric in histogram.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_sum"):
+                total = sample.value
+            elif sample.name.endswith("_count"):
+                count = sample.value
+    return total, count
+
+
+def configure_logging(level: str, fmt: str = "text") -> None:
+    """Log to stderr as ``text`` or ``json`` lines; ``<N>`` priority prefixes when stderr is the
+    journal (systemd), so ``journalctl -p warning`` works (sidecar.logs)."""
+    logs.configure(level, fmt)

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     from sidecar import allocator
     from sidecar.app import Runtime, configure_logging
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     allocator.tune()
     return Runtime(settings).run()
 

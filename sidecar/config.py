@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464
     log_level: str = "INFO"
 
+    log_format: str = "text"  # text | json (sidecar.logs)
     @field_validator("ws_url")
     @classmethod
     def _ws_scheme(cls, value: str) -> str:
@@ -102,6 +103,14 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in ("text", "json"):
+            raise ValueError("must be text or json")
+        return value
+
     def _ordering(self) -> Settings:
         if self.silence_min_s > self.silence_max_s:
             raise ValueError("SIDECAR_SILENCE_MIN_S must not exceed SIDECAR_SILENCE_MAX_S")

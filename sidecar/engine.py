@@ -347,6 +347,7 @@ class Engine:
             shard.id,
             reason,
             delay,
+            reason=f"connect_{reason}",
         )
         self._sync_shard(shard.id, now)
 
@@ -383,6 +384,7 @@ class Engine:
             len(shard.tokens),
             reason,
             delay,
+            extra={"conn": conn.id, "reason": f"connection_{reason}"},
         )
         self._sync_shard(shard.id, now)
 
@@ -410,7 +412,13 @@ class Engine:
         one delivers (or after a grace), so there is never a moment with no socket at all."""
         shard = self.shards.shards.get(conn.shard_id)
         self.stats["reconnects", reason] += 1
-        log.warning("socket %d (shard %s) judged %s; replacing it", conn.id, conn.shard_id, reason)
+        log.warning(
+            "socket %d (shard %s) judged %s; replacing it",
+            conn.id,
+            conn.shard_id,
+            reason,
+            extra={"conn": conn.id, "reason": reason},
+        )
         if shard is None or shard.conn_id != conn.id:
             self._request_close(conn, reason, now)
             return
@@ -455,7 +463,15 @@ class Engine:
             decoded = protocol.decode_frame(data)
         except Malformed as exc:
             self.stats["parse_errors", exc.reason] += 1
-            self._rlog.warning(f"parse:{exc.reason}", now, "malformed frame on socket %d: %s", conn_id, exc)
+            self._rlog.warning(
+                f"parse:{exc.reason}",
+                now,
+                "malformed frame on socket %d: %s",
+                conn_id,
+                exc,
+                conn=conn_id,
+                reason=exc.reason,
+            )
             return
         if isinstance(decoded, protocol.Control):
             label = decoded.label
@@ -464,7 +480,12 @@ class Engine:
                 conn.last_pong_at = now
             elif label != "NO NEW ASSETS":
                 self._rlog.warning(
-                    f"control:{label}", now, "control text on socket %d: %r", conn_id, decoded.text
+                    f"control:{label}",
+                    now,
+                    "control text on socket %d: %r",
+                    conn_id,
+                    decoded.text,
+                    conn=conn_id,
                 )
             return
         shard = self.shards.shards.get(conn.shard_id)
@@ -482,7 +503,13 @@ class Engine:
             except Malformed as exc:
                 self.stats["parse_errors", exc.reason] += 1
                 self._rlog.warning(
-                    f"event:{exc.reason}", now, "skipping bad event on socket %d: %s", conn_id, exc
+                    f"event:{exc.reason}",
+                    now,
+                    "skipping bad event on socket %d: %s",
+                    conn_id,
+                    exc,
+                    conn=conn_id,
+                    reason=exc.reason,
                 )
             except Exception as exc:  # hostile input must never kill the socket
                 self.stats["parse_errors", "unexpected"] += 1
@@ -652,6 +679,9 @@ class Engine:
             entry.asset_id,
             entry.reason,
             entry.detail,
+            conn=conn.id,
+            token=entry.asset_id or None,
+            reason=entry.reason,
         )
         return suspects
 
@@ -732,6 +762,8 @@ class Engine:
             st.book.ask_key,
             crossed,
             now - pending.since if pending is not None else 0.0,
+            token=st.token,
+            reason=reason,
         )
         self._resync(st, reason, now, redrive=True)
 
@@ -877,6 +909,8 @@ class Engine:
                 now,
                 "token %s: REST book differs from the socket's; applying it and redriving",
                 st.token,
+                token=st.token,
+                reason="rest_mismatch",
             )
             st.book.replace(bids, asks)
             if rest_ts is not None:
@@ -1087,6 +1121,8 @@ class Engine:
                 "token %s never delivered data after redrives and a move; retrying every %ds",
                 st.token,
                 int(REDRIVE_SLOW_S),
+                token=st.token,
+                reason="no_data",
             )
         else:
             redrive.setdefault("confirm_retry", []).append(st.token)
@@ -1103,7 +1139,13 @@ class Engine:
         st.shard_id = shard.id
         st.sub_sent_at = now  # the confirm clock restarts with the move
         self.stats["moves", ""] += 1
-        log.warning("token %s never got data on shard %d: moving it to shard %d", st.token, old, shard.id)
+        log.warning(
+            "token %s never got data on shard %d: moving it to shard %d",
+            st.token,
+            old,
+            shard.id,
+            extra={"token": st.token, "reason": "no_first_event_moved"},
+        )
         self._sync_shard(old, now)
         self._sync_shard(shard.id, now)
 

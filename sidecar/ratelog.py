@@ -1,4 +1,9 @@
-"""Log a recurring problem once, then count repeats instead of flooding journald at 3 a.m."""
+"""Log a recurring problem once, then count repeats instead of flooding journald at 3 a.m.
+
+Each line carries structured fields for JSON logs (sidecar.logs): ``count`` (occurrences the
+line stands for: itself plus the repeats suppressed since the last line of its key) and, when the
+caller names them, ``conn``, ``token`` and ``reason``.
+"""
 
 from __future__ import annotations
 
@@ -26,13 +31,29 @@ class RateLimitedLog:
         self._last[key] = now
         return self._suppressed.pop(key, 0)
 
-    def log(self, level: int, key: str, now: float, msg: str, *args: Any, **kwargs: Any) -> bool:
+    def log(
+        self,
+        level: int,
+        key: str,
+        now: float,
+        msg: str,
+        *args: Any,
+        conn: int | None = None,
+        token: str | None = None,
+        reason: str | None = None,
+        **kwargs: Any,
+    ) -> bool:
         suppressed = self._allow(key, now)
         if suppressed is None:
             return False
         if suppressed:
             msg = f"{msg} (+{suppressed} similar in the last {self.interval_s:.0f}s)"
-        self.logger.log(level, msg, *args, **kwargs)
+        extra = dict(kwargs.pop("extra", None) or {})
+        for name, value in (("conn", conn), ("token", token), ("reason", reason)):
+            if value is not None:
+                extra[name] = value
+        extra["count"] = suppressed + 1
+        self.logger.log(level, msg, *args, extra=extra, **kwargs)
         return True
 
     def info(self, key: str, now: float, msg: str, *args: Any, **kwargs: Any) -> bool:
