@@ -10,11 +10,14 @@ Needs only ``redis`` (no part of the sidecar's engine, WebSocket, pydantic or Pr
     if quote is not None and quote.usable(60):    # worker: alive, live, confirmed < 60 s ago
         print(quote.bid, quote.ask)
 
-The rules behind ``usable`` and the Redis keys: docs/redis-contract.md.
+``AsyncQuoteClient`` is the asyncio twin with the same names (``await client.get(token)``,
+``async for quote in client.follow(tokens)``). The rules behind ``usable`` and the Redis keys:
+docs/redis-contract.md.
 """
 
+from sidecar.client.aio import AsyncFollower, AsyncQuoteClient
 from sidecar.client.follow import Follower
 from sidecar.client.quote import Quote, check_tokens
 from sidecar.client.sync import QuoteClient
 
-__all__ = ["Follower", "Quote", "QuoteClient", "check_tokens"]
+__all__ = ["AsyncFollower", "AsyncQuoteClient", "Follower", "Quote", "QuoteClient", "check_tokens"]

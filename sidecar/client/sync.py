@@ -6,36 +6,29 @@ be judged without knowing whether the sidecar that wrote it still runs.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from sidecar.client.base import (
+    DEFAULT_PREFIX,
+    DEFAULT_URL,
+    EnvSettings,
+    Keys,
+    connection_options,
+    decode_hash,
+    redact,
+)
 from sidecar.client.follow import Follower
 from sidecar.client.follow_state import text
 from sidecar.client.quote import LIVE, Quote, check_tokens, quote_from_fields
 
-DEFAULT_URL = "redis://127.0.0.1:6379/0"
-DEFAULT_PREFIX = "pm:"
-TIMEOUT_S = 2.0  # socket connect/read timeout: a worker must never hang on a dead Redis
+__all__ = ["DEFAULT_PREFIX", "DEFAULT_URL", "QuoteClient", "redact"]
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for logs and reprs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
-
-
-class QuoteClient:
+class QuoteClient(Keys):
     """Read quotes and manage the desired set (``P desired``) in the sidecar's Redis.
 
     ``redis_url`` is ``redis://``, ``rediss://`` (TLS) or ``unix://``; or pass an existing
@@ -56,17 +49,7 @@ class QuoteClient:
         self._url = redact(redis_url) if redis is None else "<given client>"
         self._owns = redis is None
         if redis is None:
-            options: dict[str, Any] = {
-                "decode_responses": True,
-                "socket_timeout": TIMEOUT_S,
-                "socket_connect_timeout": TIMEOUT_S,
-                "health_check_interval": 10,
-            }
-            if password is not None:
-                options["password"] = password
-            if ssl_ca_certs is not None and redis_url.startswith("rediss://"):
-                options["ssl_ca_certs"] = ssl_ca_certs
-            redis = _redis_from_url(redis_url, options)
+            redis = _redis_from_url(redis_url, connection_options(redis_url, password, ssl_ca_certs))
         self.redis: Any = redis
         self._followers: list[Follower] = []
 
@@ -74,29 +57,11 @@ class QuoteClient:
     def from_env(cls) -> QuoteClient:
         """A client configured like the sidecar: ``SIDECAR_REDIS_URL``, ``SIDECAR_REDIS_PASSWORD``,
         ``SIDECAR_KEY_PREFIX`` (and ``SIDECAR_REDIS_TLS_CA_FILE`` for ``rediss://``)."""
-        env = os.environ
-        return cls(
-            env.get("SIDECAR_REDIS_URL") or DEFAULT_URL,
-            env.get("SIDECAR_KEY_PREFIX") or DEFAULT_PREFIX,
-            password=env.get("SIDECAR_REDIS_PASSWORD") or None,
-            ssl_ca_certs=env.get("SIDECAR_REDIS_TLS_CA_FILE") or None,
-        )
+        env = EnvSettings.read()
+        return cls(env.redis_url, env.prefix, password=env.password, ssl_ca_certs=env.ssl_ca_certs)
 
     def __repr__(self) -> str:
         return f"QuoteClient({self._url!r}, prefix={self.prefix!r})"
-
-    # ---- keys -----------------------------------------------------------------------------------
-
-    def quote_key(self, token: str) -> str:
-        return f"{self.prefix}quote:{token}"
-
-    @property
-    def alive_key(self) -> str:
-        return self.prefix + "sidecar:alive"
-
-    @property
-    def desired_key(self) -> str:
-        return self.prefix + "desired"
 
     # ---- quotes ---------------------------------------------------------------------------------
 
@@ -108,7 +73,7 @@ class QuoteClient:
             pipe.hgetall(self.quote_key(token))
         replies = pipe.execute()
         alive = None if replies[0] is None else text(replies[0])
-        hashes = [_decode_hash(h) for h in replies[1:]]
+        hashes = [decode_hash(h) for h in replies[1:]]
         return alive, hashes
 
     def alive_epoch(self) -> str | None:
@@ -197,7 +162,7 @@ class QuoteClient:
     def _change_desired(self, change: Any) -> None:
         pipe = self.redis.pipeline(transaction=True)
         change(pipe)
-        pipe.publish(self.desired_key + ":changed", "1")
+        pipe.publish(self.desired_channel, "1")
         pipe.execute()
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -219,11 +184,3 @@ class QuoteClient:
 
 def _redis_from_url(url: str, options: dict[str, Any]) -> Any:
     return redis.Redis.from_url(url, **options)
-
-
-def _decode_hash(raw: Any) -> dict[str, str]:
-    if not raw:
-        return {}
-    if isinstance(next(iter(raw)), str):  # a decoding connection (ours): already text
-        return raw  # type: ignore[no-any-return]
-    return {text(k): text(v) for k, v in raw.items()}

@@ -1,0 +1,91 @@
+"""What the blocking and the asyncio clients share: key names, connection options, decoding."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from sidecar.client.follow_state import text
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_PREFIX = "pm:"
+TIMEOUT_S = 2.0  # socket connect/read timeout: a worker must never hang on a dead Redis
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and reprs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def connection_options(redis_url: str, password: str | None, ssl_ca_certs: str | None) -> dict[str, Any]:
+    """redis-py options for a client we create: decoded replies and timeouts that never hang."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": TIMEOUT_S,
+        "socket_connect_timeout": TIMEOUT_S,
+        "health_check_interval": 10,
+    }
+    if password is not None:
+        options["password"] = password
+    if ssl_ca_certs is not None and redis_url.startswith("rediss://"):
+        options["ssl_ca_certs"] = ssl_ca_certs
+    return options
+
+
+@dataclass(frozen=True, slots=True)
+class EnvSettings:
+    """The sidecar's own Redis settings, read only when a caller asks for ``from_env()``."""
+
+    redis_url: str
+    prefix: str
+    password: str | None
+    ssl_ca_certs: str | None
+
+    @classmethod
+    def read(cls) -> EnvSettings:
+        env = os.environ
+        return cls(
+            env.get("SIDECAR_REDIS_URL") or DEFAULT_URL,
+            env.get("SIDECAR_KEY_PREFIX") or DEFAULT_PREFIX,
+            env.get("SIDECAR_REDIS_PASSWORD") or None,
+            env.get("SIDECAR_REDIS_TLS_CA_FILE") or None,
+        )
+
+
+class Keys:
+    """The Redis key and channel names under one prefix (docs/redis-contract.md)."""
+
+    prefix: str
+
+    def quote_key(self, token: str) -> str:
+        return f"{self.prefix}quote:{token}"
+
+    @property
+    def alive_key(self) -> str:
+        return self.prefix + "sidecar:alive"
+
+    @property
+    def desired_key(self) -> str:
+        return self.prefix + "desired"
+
+    @property
+    def desired_channel(self) -> str:
+        return self.prefix + "desired:changed"
+
+
+def decode_hash(raw: Any) -> dict[str, str]:
+    """An HGETALL reply as ``str`` fields, whether the connection decodes responses or not."""
+    if not raw:
+        return {}
+    if isinstance(next(iter(raw)), str):  # a decoding connection (ours): already text
+        return raw  # type: ignore[no-any-return]
+    return {text(k): text(v) for k, v in raw.items()}
