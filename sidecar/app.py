@@ -264,7 +264,6 @@ class Runtime:
             f"backlog={snap.get('backlog', 0)}"
         )
 
-    def _shutdown(self, server: Any) -> None:
     def _log_summary(self, now: float) -> None:
         """The minute's summary line: counts, sockets, events/s and mean Redis flush time."""
         snap = self._snapshot
@@ -290,6 +289,7 @@ class Runtime:
         )
         log.info("%s", line.message(), extra={"fields": line.fields()})
 
+    def _shutdown(self, server: Any) -> None:
         """Stale every quote we can no longer vouch for, drop the alive key, go. Within 2 s, also
         with Redis slow or down: the writer's final transaction fences off anything still in
         flight, so nothing setting `live` or the alive key can land after it."""
