@@ -66,8 +66,8 @@ class Settings(BaseSettings):
     metrics_addr: str = "127.0.0.1"
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464
     log_level: str = "INFO"
-
     log_format: str = "text"  # text | json (sidecar.logs)
+
     @field_validator("ws_url")
     @classmethod
     def _ws_scheme(cls, value: str) -> str:
@@ -102,7 +102,6 @@ class Settings(BaseSettings):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return value
 
-    @model_validator(mode="after")
     @field_validator("log_format")
     @classmethod
     def _log_format(cls, value: str) -> str:
@@ -111,6 +110,7 @@ class Settings(BaseSettings):
             raise ValueError("must be text or json")
         return value
 
+    @model_validator(mode="after")
     def _ordering(self) -> Settings:
         if self.silence_min_s > self.silence_max_s:
             raise ValueError("SIDECAR_SILENCE_MIN_S must not exceed SIDECAR_SILENCE_MAX_S")
