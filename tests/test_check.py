@@ -9,18 +9,17 @@ import sys
 
 import pytest
 
-from sidecar.check import (
+from sidecar.check import check_metrics_port, main
+from sidecar.check_rules import (
     EX_OK,
     EX_PROBLEM,
     EX_USAGE,
     Level,
     Plan,
     WsOutcome,
-    check_metrics_port,
     eviction_finding,
     exit_code,
     fail,
-    main,
     ok,
     persistence_finding,
     plan_lines,
