@@ -13,6 +13,7 @@ import fakeredis
 import pytest
 
 from sidecar import status
+from sidecar import status_view as view
 from sidecar.client import QuoteClient
 from tests.helpers import free_port
 
@@ -98,7 +99,7 @@ def r() -> fakeredis.FakeRedis:
     return red
 
 
-def snap(r: fakeredis.FakeRedis) -> status.Snapshot:
+def snap(r: fakeredis.FakeRedis) -> view.Snapshot:
     return status.read_snapshot(QuoteClient(redis=r), NOW_S)
 
 
@@ -108,11 +109,11 @@ def test_rows_are_worst_first_and_invalid_members_counted(r: fakeredis.FakeRedis
     assert s.rows[1].quote is None
     assert s.invalid_desired == 1
     assert s.alive and s.alive_epoch == EPOCH
-    assert status.exit_code(s) == 0
+    assert view.exit_code(s) == 0
 
 
 def test_header_says_alive_uptime_health_sockets_and_counts(r: fakeredis.FakeRedis) -> None:
-    first, second = status.header(snap(r))
+    first, second = view.header(snap(r))
     assert first == f"ALIVE  epoch {EPOCH}  up 1h02m  v0.4.0  heartbeat 0.4s ago"
     assert second == (
         "health 0.3333  sockets 2/3  desired 6  live 2  pending 1  stale 1  resyncing 1  invalid 1"
@@ -123,15 +124,15 @@ def test_not_alive_header_and_exit_code_1(r: fakeredis.FakeRedis) -> None:
     r.delete("pm:sidecar:alive")
     s = snap(r)
     assert not s.alive
-    assert status.exit_code(s) == 1
-    assert status.header(s)[0] == (
+    assert view.exit_code(s) == 1
+    assert view.header(s)[0] == (
         f"NOT ALIVE  (no P sidecar:alive key)  last epoch {EPOCH}  last heartbeat 0.4s ago"
     )
-    assert status.to_json(s)["sidecar"]["alive"] is False
+    assert view.to_json(s)["sidecar"]["alive"] is False
 
 
 def test_table_fits_100_columns_and_shows_each_field(r: fakeredis.FakeRedis) -> None:
-    lines = status.table(snap(r))
+    lines = view.table(snap(r))
     assert all(len(line) <= 100 for line in lines)
     assert lines[0].split() == [
         "TOKEN", "STATUS", "BID", "ASK", "BID_SZ", "ASK_SZ", "AGE", "SOURCE", "SEQ", "REASON"
@@ -160,20 +161,20 @@ def test_table_fits_100_columns_and_shows_each_field(r: fakeredis.FakeRedis) -> 
 
 def test_narrow_reason_is_cut_with_a_marker_and_wide_terminal_shows_it_whole(r: fakeredis.FakeRedis) -> None:
     s = snap(r)
-    narrow = status.table(s, width=90)[1]
+    narrow = view.table(s, width=90)[1]
     assert len(narrow) == 90 and narrow.endswith("~")
-    wide = status.table(s, width=140)[1]
+    wide = view.table(s, width=140)[1]
     assert wide.endswith("connection_pong_timeout")
 
 
 def test_max_rows_keeps_the_worst_and_counts_the_rest(r: fakeredis.FakeRedis) -> None:
-    lines = status.table(snap(r), max_rows=3)
+    lines = view.table(snap(r), max_rows=3)
     assert [line.split()[0] for line in lines[1:3]] == ["33333..33333", "55555..55555"]
     assert lines[3] == "... 4 more tokens (2 live)"
 
 
 def test_json_equals_the_hashes(r: fakeredis.FakeRedis) -> None:
-    out = status.to_json(snap(r))
+    out = view.to_json(snap(r))
     assert out["sidecar"]["alive"] is True
     assert out["sidecar"]["alive_epoch"] == EPOCH
     assert out["sidecar"]["quote_health"] == 0.3333
@@ -189,7 +190,7 @@ def test_json_equals_the_hashes(r: fakeredis.FakeRedis) -> None:
     pend = by_token[PENDING]
     assert (pend["bid"], pend["ask"], pend["age_s"], pend["updated_at"]) == (None, None, None, None)
     r.set("pm:sidecar:alive", "another-run", ex=5)
-    assert status.to_json(snap(r))["tokens"][-1]["alive"] is False
+    assert view.to_json(snap(r))["tokens"][-1]["alive"] is False
     json.dumps(out)  # serialisable as is
 
 
@@ -206,7 +207,7 @@ def test_json_equals_the_hashes(r: fakeredis.FakeRedis) -> None:
     ],
 )
 def test_durations(seconds: float | None, text: str) -> None:
-    assert status.fmt_duration(seconds) == text
+    assert view.fmt_duration(seconds) == text
 
 
 @pytest.mark.parametrize(
@@ -224,21 +225,21 @@ def test_durations(seconds: float | None, text: str) -> None:
     ],
 )
 def test_sizes_fit_7_columns(size: float | None, text: str) -> None:
-    assert status.fmt_size(size) == text
+    assert view.fmt_size(size) == text
     assert len(text) <= 7
 
 
 def test_short_token() -> None:
-    assert status.short_token("1234567890123456") == "12345..23456"
-    assert status.short_token("12345") == "12345"
+    assert view.short_token("1234567890123456") == "12345..23456"
+    assert view.short_token("12345") == "12345"
 
 
 def test_frame_redraws_over_the_last_without_scrolling() -> None:
-    text = status.frame(["a", "b" * 200, "c", "d"], width=50, height=3)
-    assert text.startswith(status.HOME)
-    assert text.endswith("c" + status.CLEAR_EOL + status.CLEAR_EOS)
+    text = view.frame(["a", "b" * 200, "c", "d"], width=50, height=3)
+    assert text.startswith(view.HOME)
+    assert text.endswith("c" + view.CLEAR_EOL + view.CLEAR_EOS)
     assert "d" not in text  # never more lines than the terminal has: nothing scrolls
-    assert "b" * 50 + status.CLEAR_EOL in text and "b" * 51 not in text
+    assert "b" * 50 + view.CLEAR_EOL in text and "b" * 51 not in text
 
 
 def args(**over: object) -> argparse.Namespace:
@@ -304,3 +305,45 @@ def test_cli_routes_status(
     monkeypatch.setattr(status.QuoteClient, "from_env", classmethod(lambda cls: cls(redis=r)))
     assert cli.main(["status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["sidecar"]["epoch"] == EPOCH
+
+
+class TtyOut(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def ctrl_c_after(monkeypatch: pytest.MonkeyPatch, frames: int) -> list[float]:
+    """Make --watch's sleep raise KeyboardInterrupt (Ctrl-C) once ``frames`` were drawn."""
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) >= frames:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(status.time, "sleep", sleep)
+    return sleeps
+
+
+def test_watch_on_a_terminal_uses_the_alternate_screen_and_ctrl_c_exits_0(
+    r: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sleeps = ctrl_c_after(monkeypatch, 2)
+    out = TtyOut()
+    assert status.watch(QuoteClient(redis=r), "redis://x", 0.5, out) == 0
+    text = out.getvalue()
+    assert sleeps == [0.5, 0.5]
+    assert text.startswith(view.ENTER_SCREEN) and text.endswith(view.LEAVE_SCREEN)
+    assert text.count(view.HOME) == 2 and text.count("ALIVE  epoch") == 2
+    assert "\n\n" not in text.replace("\r\n", "")  # no bare newlines: frames never scroll
+
+
+def test_watch_keeps_going_while_redis_is_down_and_ctrl_c_still_exits_0(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ctrl_c_after(monkeypatch, 2)
+    out = io.StringIO()  # not a terminal: frames one after another, no escape codes
+    client = QuoteClient(f"redis://127.0.0.1:{free_port()}/0")
+    assert status.watch(client, "redis://down", 0.1, out) == 0
+    assert out.getvalue().count("REDIS UNREACHABLE: ") == 2
+    assert "\x1b" not in out.getvalue()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from sidecar import status
+from sidecar import status_view as view
 from sidecar.client import QuoteClient
 from sidecar.sim import Simulator
 from tests.helpers import RedisServer, SidecarProcess, wait_for
@@ -88,7 +88,7 @@ def test_status_shows_the_hashes_then_not_alive_then_no_redis(
     assert len(rows) == len(tokens) and all(len(line) <= 100 for line in lines)
     for token in tokens:
         h = hashes[token]
-        cells = rows[status.short_token(token)]
+        cells = rows[view.short_token(token)]
         assert cells[1:4] == [h["status"], h["bid"], h["ask"]]
         assert cells[-1] == h["seq"][-6:]
 
