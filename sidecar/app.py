@@ -51,7 +51,7 @@ class Runtime:
         self.sockets: dict[int, SocketRunner] = {}
         self._stop = threading.Event()
         self._snapshot: dict[str, Any] = {"loop_at": now, "version": __version__, "epoch": self.epoch}
-        self.metrics = Metrics(lambda: self._snapshot)
+        self.metrics = Metrics(lambda: self._snapshot, lambda: self.writer.alive_until)
         self.writer = QuoteWriter(
             lambda **redis_kwargs: make_client(settings, **redis_kwargs),
             settings.key_prefix,

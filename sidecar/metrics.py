@@ -58,8 +58,11 @@ COUNTERS: dict[str, tuple[str, str, str | None]] = {
 
 
 class EngineCollector(Collector):
-    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, snapshot: Callable[[], dict[str, Any]], alive_until: Callable[[], float | None]
+    ) -> None:
         self._snapshot = snapshot
+        self._alive_until = alive_until
 
     def collect(self) -> Iterable[Any]:
         snap = self._snapshot()
@@ -136,6 +139,14 @@ class EngineCollector(Collector):
             "Seconds since the engine loop last ran.",
             max(0.0, time.monotonic() - snap.get("loop_at", time.monotonic())),
         )
+        # Read from the writer at scrape time, not from the 1 s snapshot: a second-old view would
+        # dip to 0 before every heartbeat with a short SIDECAR_ALIVE_TTL_S.
+        alive_until = self._alive_until()
+        yield gauge(
+            "alive_key_ttl_seconds",
+            "Seconds until the alive key this process last wrote expires (0: gone or never written).",
+            0.0 if alive_until is None else max(0.0, alive_until - time.monotonic()),
+        )
         ages = GaugeMetricFamily(
             f"{NS}_socket_last_data_age_seconds",
             "Seconds since market data on each shard's socket.",
@@ -156,9 +167,14 @@ class EngineCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], dict[str, Any]],
+        alive_until: Callable[[], float | None] = lambda: None,
+    ) -> None:
+        """``alive_until``: monotonic time the alive key last written expires (None: not written)."""
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(EngineCollector(snapshot))
+        self.registry.register(EngineCollector(snapshot, alive_until))
         self.confirm_latency = Histogram(
             f"{NS}_confirm_latency_seconds",
             "Subscribe sent to first event for the token.",

@@ -68,6 +68,7 @@ class QuoteWriter:
         self.flushes = 0
         self.written = 0
         self.server_changes = 0
+        self.alive_until: float | None = None  # monotonic expiry of our last alive-key SET (metrics)
         self._thread = threading.Thread(target=self._run, name="redis-writer", daemon=True)
 
     # ---- called from the engine thread -----------------------------------------------------
@@ -299,6 +300,11 @@ class QuoteWriter:
         self.flushes += 1
         self.written += len(batch.writes)
         self.connected = True
+        s = batch.summary
+        if s is not None and s.delete_alive:
+            self.alive_until = None
+        elif s is not None and s.alive_px is not None:
+            self.alive_until = started + s.alive_px / 1000.0  # Redis counts from EXEC, after this
         m = self._metrics
         if m is not None:
             m.redis_write_latency.observe(done - started)
