@@ -29,15 +29,23 @@ MIN_ALIVE_MS = 20  # a shorter remaining TTL is not worth writing: let the key l
 
 
 class Write(Protocol):
-    """What the engine hands over (``sidecar.engine.QuoteWrite``)."""
+    """What the engine hands over (``sidecar.engine.QuoteWrite``). Read-only members: the
+    coalescer only reads a write (and copies ``fields``), so a frozen dataclass satisfies it."""
 
-    token: str
-    fields: dict[str, str]
-    publish: bool
-    expire_s: int | None
-    persist: bool
-    recv_at: float | None
-    exch_ts: int | None
+    @property
+    def token(self) -> str: ...
+    @property
+    def fields(self) -> Mapping[str, str]: ...
+    @property
+    def publish(self) -> bool: ...
+    @property
+    def expire_s(self) -> int | None: ...
+    @property
+    def persist(self) -> bool: ...
+    @property
+    def recv_at(self) -> float | None: ...
+    @property
+    def exch_ts(self) -> int | None: ...
 
 
 @dataclass(frozen=True, slots=True)

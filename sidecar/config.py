@@ -7,7 +7,8 @@ variable, and exit code 78 (EX_CONFIG) so systemd does not restart-loop on a typ
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from collections.abc import Iterator
+from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -118,7 +119,7 @@ class Settings(BaseSettings):
             raise ValueError("SIDECAR_BACKOFF_MIN_S must not exceed SIDECAR_BACKOFF_MAX_S")
         return self
 
-    def __repr_args__(self):  # type: ignore[no-untyped-def]
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         """Secrets stay out of reprs and logs: the password inside the URL too."""
         for name, value in super().__repr_args__():
             yield name, (redact_url(value) if name == "redis_url" else value)

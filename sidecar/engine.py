@@ -629,7 +629,7 @@ class Engine:
         changed: dict[str, bool] = {}
         bad: list[TokenState] = []
         for ch in changes:
-            if type(ch) is protocol.BadEntry:
+            if isinstance(ch, protocol.BadEntry):
                 bad += self._bad_entry(conn, ch, market, now)
                 continue
             st = self._token_event(conn, ch.asset_id, now)

@@ -7,7 +7,7 @@ shard over the moment it is created, and the old one only lingers until it can b
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterator
 
 CONNECTING = "connecting"
 OPEN = "open"
@@ -99,7 +99,7 @@ class ShardMap:
     def drop(self, shard_id: int) -> None:
         self.shards.pop(shard_id, None)
 
-    def __iter__(self) -> Iterable[Shard]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Shard]:
         return iter(list(self.shards.values()))
 
     def __len__(self) -> int:

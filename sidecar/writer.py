@@ -159,7 +159,7 @@ class QuoteWriter:
         cid: int | None
         try:
             conn.send_command("CLIENT", "ID")
-            cid = int(conn.read_response())  # type: ignore[arg-type]
+            cid = int(conn.read_response())
         except redis.ResponseError:
             cid = None  # CLIENT denied: the shutdown cannot fence this connection
         with self._lock:
@@ -326,7 +326,7 @@ def _scan_pages(client: redis.Redis, match: str) -> Iterator[list[Any]]:
     """SCAN in pages of about 1000 keys (never KEYS: it blocks Redis)."""
     cursor: int = 0
     while True:
-        cursor, keys = client.scan(cursor, match=match, count=1000)  # type: ignore[misc]
+        cursor, keys = client.scan(cursor, match=match, count=1000)
         if keys:
             yield keys
         if not cursor:

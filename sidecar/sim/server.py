@@ -694,9 +694,9 @@ class Simulator:
         by_market, moved = self._apply_changes(changes)
         for entries in by_market.values():
             for entry in entries:
-                field_name = corrupt.get(entry["asset_id"])
-                if field_name is not None:
-                    entry[field_name] = CORRUPTIONS[field_name]
+                bad_field = corrupt.get(entry["asset_id"])
+                if bad_field is not None:
+                    entry[bad_field] = CORRUPTIONS[bad_field]
         ts = _ts()
         for market, entries in by_market.items():
             self._send_price_entries(market, entries, ts)
