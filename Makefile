@@ -26,6 +26,7 @@ integration: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check sidecar tests scripts examples
 	$(PY) -m ruff format --check sidecar tests scripts examples
+	$(PY) -m mypy sidecar
 
 demo: $(STAMP)
 	$(PY) -m sidecar.demo
