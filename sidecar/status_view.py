@@ -162,12 +162,16 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 def fmt_size(value: float | None) -> str:
-    """A level's size in at most 7 characters (``1200.5``, ``123.4k``, ``12.3M``); ``-`` if empty."""
+    """A level's size in at most 7 characters: exact when it fits (``1200.5``), fewer decimals
+    below 100,000 (``12345.7``), else scaled (``250k``, ``12.3M``); ``-`` for an empty side."""
     if value is None:
         return "-"
-    text = f"{value:.2f}".rstrip("0").rstrip(".")
-    if len(text) <= 7:
-        return text
+    if value < 100_000:
+        for decimals in (2, 1, 0):
+            text = f"{value:.{decimals}f}"
+            text = text.rstrip("0").rstrip(".") if "." in text else text
+            if len(text) <= 7:
+                return text
     for scale, unit in ((1e3, "k"), (1e6, "M"), (1e9, "G")):
         if value / scale < 999.95:
             return f"{value / scale:.1f}".rstrip("0").rstrip(".") + unit
