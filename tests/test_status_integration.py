@@ -205,7 +205,7 @@ def test_watch_redraws_in_place_in_a_real_terminal_and_ctrl_c_exits_0(
     try:
         first = wait_for(lambda: tmux.pane_with("77777..77777 live"), 10, what="the first frame")
         assert tmux.var("alternate_on") == "1"  # drawn on the alternate screen, like top
-        assert first[1].startswith("ALIVE  epoch e-watch  up 1m0")
+        assert first[1].startswith("ALIVE  epoch e-watch  up 1m")
         row = next(line for line in first if line.startswith("77777..77777"))
         assert row.split()[2:4] == ["0.41", "0.61"]
 
