@@ -25,18 +25,16 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from sidecar.sim import Simulator
 from tests.helpers import RedisServer, SidecarProcess, wait_for
 from tests.test_integration_core import QuoteListener, all_match, quote
 from tests.test_integration_health import metric, scrape, statuses, wait_metric
+from tests.truth import TOP_FIELDS, TruthWatch, quiet_client  # noqa: F401 - quiet_client re-exported
 
 pytestmark = pytest.mark.integration
 
 P = "pm:"
-TOP_FIELDS = ("status", "bid", "bid_size", "ask", "ask_size")
 
 # A Lua busy loop: the whole server stalls for ARGV[1] seconds, like DEBUG SLEEP (which Redis 7
 # refuses unless enable-debug-command is set).
@@ -93,17 +91,6 @@ def http_get(proc: SidecarProcess, path: str) -> tuple[int, bytes]:
 def health_json(proc: SidecarProcess, path: str = "/healthz") -> tuple[int, dict[str, Any]]:
     status, body = http_get(proc, path)
     return status, (json.loads(body) if body else {})
-
-
-def quiet_client(server: RedisServer, timeout: float = 1.0) -> redis.Redis:
-    """A client that fails fast instead of retrying for seconds (redis-py retries by default)."""
-    return redis.Redis(
-        port=server.port,
-        decode_responses=True,
-        socket_timeout=timeout,
-        socket_connect_timeout=0.3,
-        retry=Retry(NoBackoff(), 0),
-    )
 
 
 def hashes(r: redis.Redis, tokens: list[str]) -> list[dict[str, str]]:
@@ -908,84 +895,6 @@ def test_systemd_watchdog_is_fed_at_half_the_watchdog_period(
 # ---- 6. Truth under a fault schedule -----------------------------------------------------------
 
 
-class TruthWatch(threading.Thread):
-    """Samples every token's quote every 100 ms against the simulator's truth.
-
-    A sample is wrong only if the quote is ``live`` and differs from the truth read both just
-    before and just after the Redis read (so a change in between is not counted against the
-    sidecar). A token that stays live-and-wrong for more than ``limit`` seconds is a violation.
-    """
-
-    def __init__(self, server: RedisServer, sim: Simulator, tokens: list[str], limit: float = 1.0) -> None:
-        super().__init__(daemon=True)
-        self.r = quiet_client(server, timeout=0.5)
-        self.sim = sim
-        self.tokens = tokens
-        self.limit = limit
-        self.samples = 0
-        self.unreadable = 0
-        self.not_live = 0
-        self.wrong = 0
-        self.longest: dict[str, float] = {}
-        self.violations: list[str] = []
-        self._since: dict[str, float | None] = dict.fromkeys(tokens)
-        self._halt = threading.Event()
-        self.crash: str | None = None
-
-    def _top(self, token: str) -> tuple[str, str, str, str]:
-        t = self.sim.truth(token)
-        return (t.bid, t.bid_size, t.ask, t.ask_size)
-
-    def run(self) -> None:
-        try:
-            self._watch()
-        except BaseException as exc:  # a dead watcher must fail the test, not just stop sampling
-            self.crash = repr(exc)
-            raise
-
-    def _watch(self) -> None:
-        while not self._halt.is_set():
-            started = time.monotonic()
-            before = [self._top(t) for t in self.tokens]
-            try:
-                pipe = self.r.pipeline(transaction=False)
-                for t in self.tokens:
-                    pipe.hmget(P + "quote:" + t, *TOP_FIELDS)
-                rows = pipe.execute()
-            except redis.RedisError:
-                self.unreadable += 1  # workers cannot read either; judge again once Redis answers
-                self._halt.wait(0.1)
-                continue
-            after = [self._top(t) for t in self.tokens]
-            self.samples += 1
-            for token, row, t0, t1 in zip(self.tokens, rows, before, after, strict=True):
-                status, *top = row
-                if status != "live":
-                    self.not_live += 1
-                    self._since[token] = None
-                    continue
-                if tuple(top) in (t0, t1):
-                    self._since[token] = None
-                    continue
-                self.wrong += 1
-                since = self._since[token]
-                if since is None:
-                    self._since[token] = since = started
-                wrong_for = started - since
-                self.longest[token] = max(self.longest.get(token, 0.0), wrong_for)
-                if wrong_for > self.limit:
-                    self.violations.append(
-                        f"{token[:12]}… live but wrong for {wrong_for:.2f}s: quote {top} truth {t1}"
-                    )
-            self._halt.wait(max(0.0, 0.1 - (time.monotonic() - started)))
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(5)
-        assert not self.is_alive(), "the truth watcher did not stop"
-        assert self.crash is None, f"the truth watcher crashed: {self.crash}"
-
-
 def test_no_quote_is_live_and_wrong_for_more_than_a_second_under_faults(
     redis_server: RedisServer, sim: Simulator, sidecar
 ) -> None:
@@ -1076,5 +985,6 @@ def test_no_quote_is_live_and_wrong_for_more_than_a_second_under_faults(
     assert not sim.conn(zombie).open and not sim.conn(zombie2).open, "zombies replaced and closed"
     wait_metric(proc, "pm_sidecar_reconnects_total", 2, reason="silence")
     assert watch.violations == [], "\n".join(watch.violations[:20])
+    assert watch.partial == [], "\n".join(watch.partial[:20])
     assert sim.violations == []
     assert proc.terminate() == 0
