@@ -121,6 +121,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     if args.watch is not None and not args.watch > 0:
         print("pm-sidecar status: --watch SECONDS must be positive", file=err)
         return EXIT_NO_REDIS
+    if args.watch is not None and args.json:
+        print("pm-sidecar status: --json is one object for scripts; it does not go with --watch", file=err)
+        return EXIT_NO_REDIS
     try:
         client, url = _client(args)
     except ValueError as exc:  # an unusable URL

@@ -348,3 +348,19 @@ def test_watch_keeps_going_while_redis_is_down_and_ctrl_c_still_exits_0(
     assert status.watch(client, "redis://down", 0.1, out) == 0
     assert out.getvalue().count("REDIS UNREACHABLE: ") == 2
     assert "\x1b" not in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"watch": 0.0}, "pm-sidecar status: --watch SECONDS must be positive\n"),
+        (
+            {"watch": 1.0, "json": True},
+            "pm-sidecar status: --json is one object for scripts; it does not go with --watch\n",
+        ),
+    ],
+)
+def test_bad_option_combinations_are_refused(over: dict[str, object], message: str) -> None:
+    err = io.StringIO()
+    assert status.run(args(**over), io.StringIO(), err) == 2
+    assert err.getvalue() == message
