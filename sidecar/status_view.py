@@ -320,7 +320,7 @@ def to_json(snapshot: Snapshot) -> dict[str, Any]:
             invalid_desired=s.invalid_desired,
             capped_desired=s.capped_desired,
         )
-    tokens = []
+    tokens: list[dict[str, object]] = []
     for row in snapshot.rows:
         q = row.quote
         if q is None:
