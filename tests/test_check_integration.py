@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from sidecar.sim import Simulator
-from tests.helpers import REPO, RedisServer, free_port, sidecar_env
+from tests.helpers import REPO, RedisServer, SidecarProcess, free_port, sidecar_env, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +19,10 @@ pytestmark = pytest.mark.integration
 def run_check(
     redis_url: str, ws_url: str, rest_url: str, *args: str, **overrides: Any
 ) -> tuple[int, list[str]]:
-    env = sidecar_env(redis_url, ws_url, rest_url, **overrides)
+    return run_check_env(sidecar_env(redis_url, ws_url, rest_url, **overrides), *args)
+
+
+def run_check_env(env: dict[str, str], *args: str) -> tuple[int, list[str]]:
     proc = subprocess.run(
         [sys.executable, "-m", "sidecar", "check", "--timeout", "3", *args],
         env=env,
@@ -149,3 +153,23 @@ def test_desired_of_the_wrong_type(redis_server: RedisServer, sim: Simulator) ->
     assert fails(lines) == [
         "FAIL redis: pm:desired is a string, not a set: run would keep an empty desired set"
     ]
+
+
+def test_with_the_sidecar_running(
+    redis_server: RedisServer, sim: Simulator, sidecar: Callable[..., SidecarProcess]
+) -> None:
+    """On a host where it already runs: its port is taken (a warning) and its epoch is shown."""
+    proc = sidecar()
+    r = redis_server.client()
+    epoch = wait_for(lambda: r.get("pm:sidecar:alive"), timeout=10, what="the alive key")
+    code, lines = run_check_env(proc.env)
+    assert code == 0, lines
+    assert f"ok   redis: a sidecar is running on this Redis now (epoch {epoch})" in lines
+    taken = with_level(lines, "WARN", "metrics")
+    assert len(taken) == 1
+    assert taken[0].startswith(f"WARN metrics: 127.0.0.1:{proc.metrics_port} is taken")
+    proc.terminate()
+    wait_for(lambda: r.get("pm:sidecar:alive") is None, timeout=5, what="the alive key to go")
+    code, lines = run_check_env(proc.env)
+    assert code == 0, lines
+    assert f"ok   metrics: 127.0.0.1:{proc.metrics_port} is free" in lines
