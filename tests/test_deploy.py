@@ -146,6 +146,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(300)  # the shared install: a venv and pip, slow on a loaded machine
 def test_install_puts_venv_env_and_units_in_place(installed: tuple[Path, str]) -> None:
     prefix, out = installed
     app = prefix / "opt/pm-sidecar"
@@ -168,6 +169,7 @@ def test_install_puts_venv_env_and_units_in_place(installed: tuple[Path, str]) -
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(300)  # the shared install: a venv and pip, slow on a loaded machine
 def test_installed_units_verify(installed: tuple[Path, str], systemd_analyze: str, tmp_path: Path) -> None:
     prefix, _ = installed
     units = prefix / "etc/systemd/system"
@@ -199,6 +201,7 @@ def test_unrendered_units_do_not_verify_without_an_install(systemd_analyze: str,
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(300)  # the shared install: a venv and pip, slow on a loaded machine
 def test_install_again_keeps_the_env_file_and_changes_nothing_else(installed: tuple[Path, str]) -> None:
     prefix, _ = installed
     env = prefix / "etc/pm-sidecar/env"
