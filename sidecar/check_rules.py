@@ -72,8 +72,8 @@ def eviction_finding(policy: str, maxmemory: int, prefix: str) -> Finding:
         return fail(
             "redis",
             f"maxmemory-policy {policy} with {limit}: Redis may evict live quote hashes (workers "
-            f"lose a quote until its next change) and {prefix}desired (the sidecar unsubscribes "
-            "everything after its 60 s hold); use noeviction or a volatile-* policy",
+            f"lose a quote until its next change) and {prefix}desired (read as empty while Redis "
+            "stays up: every token unsubscribed at once); use noeviction or a volatile-* policy",
         )
     if policy.startswith("volatile"):
         return warn(
