@@ -18,6 +18,9 @@
 # edit the env file and run `pm-sidecar check` first, see deploy/README.md).
 # --pip-args: extra pip arguments, e.g. "--no-index --find-links /srv/wheels" on an offline host.
 set -euo pipefail
+# The venv and the units must be readable by the pm-sidecar user whatever root's umask is; the env
+# file gets its 0600 explicitly.
+umask 022
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PREFIX=/
@@ -83,7 +86,7 @@ if [ "$SRC" != "$APP" ]; then
     install -m 0644 "$SRC/README.md" "$SRC/.env.example" "$APP/"
 fi
 if [ ! -x "$VENV/bin/python" ]; then
-    "$PYTHON" -m venv "$VENV"
+    "$PYTHON" -m venv "$VENV" || die "$PYTHON -m venv failed (Debian/Ubuntu: apt-get install python3-venv)"
     say "created venv $VENV"
 fi
 # shellcheck disable=SC2086  # PIP_ARGS is a list of arguments on purpose

@@ -115,17 +115,11 @@ def verify(binary: str, units: list[Path], unit_path: Path | None = None) -> sub
 
 
 def install(prefix: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """install.sh as root would run it, under a strict umask (077) that it must not pass on."""
+    script = DEPLOY / "install.sh"
+    cmd = [str(script), "--prefix", str(prefix), "--no-systemctl", "--python", sys.executable, *args]
     proc = subprocess.run(
-        [
-            "bash",
-            str(DEPLOY / "install.sh"),
-            "--prefix",
-            str(prefix),
-            "--no-systemctl",
-            "--python",
-            sys.executable,
-            *args,
-        ],
+        ["bash", "-c", 'umask 077 && exec bash "$@"', "install", *cmd],
         capture_output=True,
         text=True,
         timeout=300,
@@ -165,6 +159,10 @@ def test_install_puts_venv_env_and_units_in_place(installed: tuple[Path, str]) -
         assert all(doc.startswith(f"file://{app}/") for doc in d["Unit.Documentation"])
         assert all(Path(doc.removeprefix("file://")).is_file() for doc in d["Unit.Documentation"])
     assert (units / "autorun.service.d/pm-sidecar.conf").read_text() == DROPIN.read_text()
+    # readable by the service user despite root's umask 077
+    package = next((app / ".venv/lib").glob("python3*/site-packages/sidecar/__init__.py"))
+    assert mode(package) & 0o004
+    assert (mode(app), mode(app / ".venv"), mode(units / "autorun.service.d")) == (0o755,) * 3
     assert "created venv" in out
 
 
