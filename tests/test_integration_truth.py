@@ -183,6 +183,8 @@ def test_truth_under_faults_over_tls(
             redis_server.stop()
             redis_server.start(rdb=rdb)
             client = redis_server.client()
+            # Really empty, or really the snapshot (the desired set is the scheduler's alone).
+            assert client.smembers(P + "desired") == (set() if rdb is None else set(tokens))
             client.sadd(P + "desired", *tokens)
             client.publish(P + "desired:changed", "1")
             # Quiet tokens never change: only the sidecar's full rewrite brings them back (after an
@@ -294,14 +296,24 @@ def test_truth_under_faults_over_tls(
     def moved(name: str, **labels: str) -> float:
         return counter(end, name, **labels) - counter(start, name, **labels)
 
-    assert moved("pm_sidecar_reconnects_total", reason="silence") == len(zombies) == 3
-    drops = moved("pm_sidecar_reconnects_total") - moved("pm_sidecar_reconnects_total", reason="silence")
-    assert drops >= 7, f"{drops} reconnects after drops"  # one socket, one socket, then all five
+    # Reconnects: the three zombies, and the drops (one socket, one socket, then all five). Any
+    # other reason, or one more, is a socket lost that the schedule did not drop (over TLS).
+    reasons = {
+        dict(key).get("reason", ""): v - counter(start, "pm_sidecar_reconnects_total", **dict(key))
+        for key, v in end.get("pm_sidecar_reconnects_total", {}).items()
+    }
+    reasons = {k: v for k, v in reasons.items() if v}
+    assert reasons.pop("silence", 0) == 3, reasons
+    assert set(reasons) <= {"eof", "reset"} and sum(reasons.values()) == 7, reasons  # how a cut TCP reads
+    assert len(zombies) == 3
+    assert moved("pm_sidecar_connect_failures_total") == 0, "a TLS handshake failed"
     assert moved("pm_sidecar_redrives_total", reason="bad_entry") >= 3
     assert moved("pm_sidecar_redrives_total", reason="confirm_timeout") >= 1, "the muted token"
     assert moved("pm_sidecar_bbo_settled_total") >= 1, "no crossing trade straddled a write"
     assert moved("pm_sidecar_rest_confirms_total") >= 10
-    assert moved("pm_sidecar_redis_errors_total", component="writer") >= 2
     assert "Traceback" not in log
     assert sim.violations == []
     assert code == 0 and stop_s < 2.0, f"exit {code} after {stop_s:.2f}s"
+    final = [r.hmget(P + "quote:" + t, "status", "reason") for t in tokens]
+    assert final == [["stale", "sidecar_stopped"]] * len(tokens), final
+    assert not r.exists(P + "sidecar:alive")
