@@ -202,11 +202,16 @@ def run_check(s: Settings, token: str | None, timeout_s: float) -> tuple[list[Fi
     found += redis_found
     found.append(check_metrics_port(s, alive))
     chosen = token or (plan.first_token if plan is not None else None)
-    found.append(resolve("WebSocket", s.ws_url))
-    found += ws_finding(probe_ws(s.ws_url, chosen, timeout_s), timeout_s)
+    # A host that does not resolve is one problem: its connection is not tried as a second one.
+    dns = resolve("WebSocket", s.ws_url)
+    found.append(dns)
+    if dns.level is not Level.FAIL:
+        found += ws_finding(probe_ws(s.ws_url, chosen, timeout_s), timeout_s)
     if s.rest_enabled:
-        found.append(resolve("REST", s.rest_url))
-        found.append(probe_rest(s.rest_url, chosen, timeout_s))
+        dns = resolve("REST", s.rest_url)
+        found.append(dns)
+        if dns.level is not Level.FAIL:
+            found.append(probe_rest(s.rest_url, chosen, timeout_s))
     else:
         found.append(ok("rest", "SIDECAR_REST_ENABLED=false: not checked"))
     return found, plan_lines(s, plan)

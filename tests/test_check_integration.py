@@ -105,6 +105,17 @@ def test_socket_refused(redis_server: RedisServer, sim: Simulator) -> None:
     assert fails(lines)[0].startswith(f"FAIL ws: cannot open {dead}: ConnectionRefusedError")
 
 
+def test_unresolvable_hosts(redis_server: RedisServer, sim: Simulator) -> None:
+    """One FAIL line per host that does not resolve, not a second one for its connection."""
+    code, lines = run_check(
+        redis_server.url, "wss://no-such-host.invalid/ws/market", "https://no-such-rest.invalid"
+    )
+    assert code == 1
+    assert [line.split(":")[0] for line in fails(lines)] == ["FAIL dns", "FAIL dns"]
+    assert "'no-such-host.invalid' does not resolve" in fails(lines)[0]
+    assert "'no-such-rest.invalid' does not resolve" in fails(lines)[1]
+
+
 def test_handshake_rejected(redis_server: RedisServer, sim: Simulator) -> None:
     sim.reject_handshakes(429, 1)
     code, lines = run_check(redis_server.url, sim.ws_url, sim.rest_url)
