@@ -14,6 +14,7 @@ problem (warnings allowed), 1 at least one problem (one ``FAIL`` line each), 2 b
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 import time
@@ -130,9 +131,12 @@ def check_redis(s: Settings, timeout_s: float) -> tuple[list[Finding], Plan | No
 
     client = make_client(s, timeout_s=timeout_s, socket_connect_timeout=timeout_s)
     p = s.key_prefix
+    found: list[Finding] = []
+    plan = None
+    alive = None
     try:
         info: dict[str, Any] = client.info()
-        found = [ok("redis", f"{s.redis_url_redacted()}: Redis {info.get('redis_version', '?')}")]
+        found.append(ok("redis", f"{s.redis_url_redacted()}: Redis {info.get('redis_version', '?')}"))
         role = str(info.get("role", "?"))
         replica_ro = True
         if role != "master":
@@ -142,32 +146,51 @@ def check_redis(s: Settings, timeout_s: float) -> tuple[list[Finding], Plan | No
             eviction_finding(str(info.get("maxmemory_policy", "?")), int(info.get("maxmemory", 0)), p)
         )
         found.append(persistence_finding(_config_get(client, "save"), bool(info.get("aof_enabled")), p))
-        plan = None
         kind = client.type(p + "desired")
         kind = kind.decode() if isinstance(kind, bytes) else str(kind)
         if kind in ("set", "none"):
-            plan = Plan.from_members(client.smembers(p + "desired"), s.max_tokens, s.max_tokens_per_conn)  # type: ignore[arg-type]
+            members = client.smembers(p + "desired")
+            plan = Plan.from_members(members, s.max_tokens, s.max_tokens_per_conn)  # type: ignore[arg-type]
         else:
             found.append(
                 fail("redis", f"{p}desired is a {kind}, not a set: run would keep an empty desired set")
             )
         alive = client.get(p + "sidecar:alive")
         if alive is not None:
-            found.append(
-                ok(
-                    "redis",
-                    f"a sidecar is running on this Redis now (epoch {alive.decode(errors='replace')})",
-                )
-            )
-        return found, plan, alive is not None
+            epoch = alive.decode(errors="replace")
+            found.append(ok("redis", f"a sidecar is running on this Redis now (epoch {epoch})"))
+        if role == "master":  # a read-only replica is already one FAIL line
+            found.append(write_probe(client, p))
     except redis.RedisError as exc:
-        return (
-            [fail("redis", f"cannot use {s.redis_url_redacted()}: {type(exc).__name__}: {exc}")],
-            None,
-            False,
-        )
+        found.append(fail("redis", f"cannot use {s.redis_url_redacted()}: {type(exc).__name__}: {exc}"))
     finally:
         client.close()
+    return found, plan, alive is not None
+
+
+def write_probe(client: redis.Redis, prefix: str) -> Finding:
+    """The sidecar's kinds of write, in one MULTI/EXEC on keys of its own that are gone at the end.
+
+    Catches an ACL user that may read but not write (or not these commands, or not under the
+    prefix) and a server without ``SET ... GET`` (Redis < 6.2), which the writer's stamp needs.
+    """
+    key = f"{prefix}check:{os.getpid()}"
+    pipe = client.pipeline(transaction=True)
+    pipe.set(key + ":stamp", "check", px=10_000, get=True)
+    pipe.hset(key, mapping={"check": "1"})
+    pipe.persist(key)
+    pipe.expire(key, 10)
+    pipe.publish(key, b"check")
+    pipe.delete(key, key + ":stamp")
+    try:
+        pipe.execute()
+    except redis.RedisError as exc:
+        return fail(
+            "redis",
+            f"cannot write as the sidecar does (MULTI/EXEC of SET GET, HSET, PERSIST, EXPIRE, PUBLISH, "
+            f"DEL on {key}): {type(exc).__name__}: {exc}",
+        )
+    return ok("redis", "writes as the sidecar does (MULTI/EXEC of SET GET, HSET, EXPIRE, PUBLISH, DEL)")
 
 
 def _config_get(client: redis.Redis, name: str) -> str | None:

@@ -116,7 +116,7 @@ def persistence_finding(save: str | None, aof: bool, prefix: str) -> Finding:
 
 def role_finding(role: str, replica_read_only: bool) -> Finding:
     if role == "master":
-        return ok("redis", "role master: writable")
+        return ok("redis", "role master (not a replica)")
     if replica_read_only:
         return fail("redis", f"role {role} and read-only: every quote write would fail; point at the primary")
     return warn("redis", f"role {role} (writable replica): quotes written here are lost on resync")

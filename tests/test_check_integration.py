@@ -184,3 +184,29 @@ def test_with_the_sidecar_running(
     code, lines = run_check_env(proc.env)
     assert code == 0, lines
     assert f"ok   metrics: 127.0.0.1:{proc.metrics_port} is free" in lines
+
+
+def test_a_user_that_may_read_but_not_write(redis_server: RedisServer, sim: Simulator) -> None:
+    """An ACL user with read commands only: everything reads fine, the write probe fails."""
+    r = redis_server.client()
+    r.acl_setuser(
+        "reader",
+        enabled=True,
+        passwords=["+s3cret-pw"],
+        keys=["*"],
+        channels=["*"],
+        categories=["+@read", "+@connection", "+@transaction"],
+        commands=["+info", "+config|get"],
+    )
+    url = f"redis://reader:s3cret-pw@127.0.0.1:{redis_server.port}/0"
+    code, lines = run_check(url, sim.ws_url, sim.rest_url)
+    assert code == 1
+    assert len(fails(lines)) == 1
+    assert fails(lines)[0].startswith("FAIL redis: cannot write as the sidecar does")
+    assert "s3cret-pw" not in "\n".join(lines)
+    assert r.keys("pm:check:*") == []
+    # the default user writes, and leaves nothing behind
+    code, lines = run_check(redis_server.url, sim.ws_url, sim.rest_url)
+    assert code == 0, lines
+    assert any(line.startswith("ok   redis: writes as the sidecar does") for line in lines)
+    assert r.keys("pm:check:*") == []
