@@ -49,7 +49,12 @@ from sidecar.config import Settings
 
 
 def probe_ws(url: str, token: str | None, timeout_s: float) -> WsOutcome:
-    """Open one socket as ``run`` does, send ``run``'s first frame and a PING, read until done."""
+    """Open one socket as ``run`` does, send ``run``'s first frame and a PING, read until done.
+
+    Without a token the subscription carries an empty ``assets_ids``: valid JSON of the right
+    shape, which the simulator accepts and the live server may refuse (close 1008). ``run`` never
+    sends one, so ``ws_finding`` makes that refusal a warning, not a failure.
+    """
     out = WsOutcome(url, token)
     try:
         ws = websocket.create_connection(
