@@ -124,7 +124,9 @@ def resolve(area: str, url: str) -> Finding:
     parts = urlsplit(url)
     host = parts.hostname or ""
     try:
-        addrs = {info[4][0] for info in socket.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)}
+        addrs = {
+            str(info[4][0]) for info in socket.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+        }
     except OSError as exc:
         return fail("dns", f"{area} host {host!r} does not resolve: {exc}")
     return ok("dns", f"{area} host {host} -> {', '.join(sorted(addrs))}")
@@ -155,14 +157,14 @@ def check_redis(s: Settings, timeout_s: float) -> tuple[list[Finding], Plan | No
         kind = kind.decode() if isinstance(kind, bytes) else str(kind)
         if kind in ("set", "none"):
             members = client.smembers(p + "desired")
-            plan = Plan.from_members(members, s.max_tokens, s.max_tokens_per_conn)  # type: ignore[arg-type]
+            plan = Plan.from_members(members, s.max_tokens, s.max_tokens_per_conn)
         else:
             found.append(
                 fail("redis", f"{p}desired is a {kind}, not a set: run would keep an empty desired set")
             )
         alive = client.get(p + "sidecar:alive")
         if alive is not None:
-            epoch = alive.decode(errors="replace")
+            epoch = alive if isinstance(alive, str) else alive.decode(errors="replace")
             found.append(ok("redis", f"a sidecar is running on this Redis now (epoch {epoch})"))
         if role == "master":  # a read-only replica is already one FAIL line
             found.append(write_probe(client, p))

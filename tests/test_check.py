@@ -6,6 +6,7 @@ import argparse
 import socket
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,7 @@ from sidecar.config import Settings
 TOKEN = "1234567890" * 7
 
 
-def settings(**kw: object) -> Settings:
+def settings(**kw: Any) -> Settings:
     return Settings(_env_file=None, **kw)  # type: ignore[call-arg]
 
 
@@ -91,7 +92,8 @@ def test_role(role: str, read_only: bool, level: Level) -> None:
 
 
 def test_plan_applies_the_engines_rules() -> None:
-    members = [b"12", " 34 ", "junk", b"", "5" * 70, "-1", *(str(1000 + i) for i in range(400))]
+    members: list[bytes | str] = [b"12", " 34 ", "junk", b"", "5" * 70, "-1"]
+    members += [str(1000 + i) for i in range(400)]
     plan = Plan.from_members(members, max_tokens=300, per_conn=200)
     # valid: 12, 34, 5...5 and 400 others = 403; cap 300 -> 103 ignored; 2 sockets of <= 200
     assert (plan.valid, plan.invalid, plan.capped, plan.sockets) == (300, 3, 103, 2)

@@ -173,6 +173,7 @@ def test_with_the_sidecar_running(
     proc = sidecar()
     r = redis_server.client()
     epoch = wait_for(lambda: r.get("pm:sidecar:alive"), timeout=10, what="the alive key")
+    assert isinstance(epoch, str)
     code, lines = run_check_env(proc.env)
     assert code == 0, lines
     assert f"ok   redis: a sidecar is running on this Redis now (epoch {epoch})" in lines
