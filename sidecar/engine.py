@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar import crosscheck, health, protocol
-from sidecar.protocol import BUY, Malformed
+from sidecar.protocol import BUY, Levels, Malformed
 from sidecar.quote import LIVE, PENDING, RESOLVED, RESYNCING, STALE, UNSUBSCRIBED, TokenState
 from sidecar.ratelog import RateLimitedLog
 from sidecar.shards import CONNECTING, OPEN, Conn, Shard, ShardMap, chunks
@@ -879,13 +879,10 @@ class Engine:
                 continue
             if st.status != LIVE:
                 continue
-            try:
-                raw_bids, raw_asks = protocol.book_sides(summary)
-                bids = protocol.parse_levels(raw_bids)
-                asks = protocol.parse_levels(raw_asks)
-            except Malformed as exc:
-                self.stats["parse_errors", f"rest_{exc.reason}"] += 1
+            levels = self._rest_levels(summary)
+            if levels is None:
                 continue
+            bids, asks = levels
             rest_bid = max(bids) if bids else None
             rest_ask = min(asks) if asks else None
             same = (
@@ -921,18 +918,24 @@ class Engine:
             self._dirty.add(st.token)
             self._redrive([st.token], "rest_mismatch", now)
 
+    def _rest_levels(self, summary: dict[str, Any]) -> tuple[Levels, Levels] | None:
+        """A REST book summary's (bids, asks), or ``None`` (counted) when it is malformed."""
+        try:
+            raw_bids, raw_asks = protocol.book_sides(summary)
+            return protocol.parse_levels(raw_bids), protocol.parse_levels(raw_asks)
+        except Malformed as exc:
+            self.stats["parse_errors", f"rest_{exc.reason}"] += 1
+            return None
+
     def _reseed_from_rest(self, st: TokenState, summary: dict[str, Any], now: float, wall_ms: int) -> None:
         """A REST book for a resyncing token: the exchange's own snapshot makes it live again (the
         contract promises a fresh book over WS or REST), unless the socket has already applied
         events newer than it (then the WS book the redrive asked for settles it) or it is crossed.
         A WS book arriving later replaces it as usual."""
-        try:
-            raw_bids, raw_asks = protocol.book_sides(summary)
-            bids = protocol.parse_levels(raw_bids)
-            asks = protocol.parse_levels(raw_asks)
-        except Malformed as exc:
-            self.stats["parse_errors", f"rest_{exc.reason}"] += 1
+        levels = self._rest_levels(summary)
+        if levels is None:
             return
+        bids, asks = levels
         rest_ts = protocol.timestamp_ms(summary.get("timestamp"))
         if rest_ts is not None and st.ts is not None and rest_ts < st.ts:
             self.stats["rest_reseed", "older"] += 1
