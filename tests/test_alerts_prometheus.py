@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,6 +86,14 @@ class Prometheus:
         data = self.get("/api/v1/alerts")["data"]["alerts"]
         return next((a for a in data if a["labels"]["alertname"] == name), None)
 
+    def last_evaluation(self) -> str:
+        (group,) = self.get("/api/v1/rules")["data"]["groups"]
+        return str(group["lastEvaluation"])
+
+    def samples(self, query: str) -> float:
+        result = self.get(f"/api/v1/query?query={urllib.parse.quote(query)}")["data"]["result"]
+        return float(result[0]["value"][1]) if result else 0.0
+
     def up(self) -> float | None:
         result = self.get(f'/api/v1/query?query=up{{job="{JOB}"}}')["data"]["result"]
         return float(result[0]["value"][1]) if result else None
@@ -155,10 +164,18 @@ def test_quote_health_and_down_alerts_fire_and_resolve_in_prometheus(
     r = redis_server.client()
     prom = start_prometheus(metrics_port)
     wait_for(lambda: prom.up() == 1.0, 10, interval=0.2, what="prometheus scraping the sidecar")
-    watched = ("PmSidecarQuoteHealthLow", "PmSidecarDown")
+    # A healthy sidecar: after 4 scrapes (longer than any for:) and two more rule evaluations,
+    # not one of the alerts fires.
     wait_for(
-        lambda: not set(prom.alerts()) & set(watched), 10, interval=0.2, what="a quiet start: " + str(watched)
+        lambda: prom.samples(f'count_over_time(up{{job="{JOB}"}}[1m])') >= 4,
+        10,
+        interval=0.2,
+        what="four scrapes",
     )
+    for _ in range(2):
+        seen = prom.last_evaluation()
+        wait_for(lambda seen=seen: prom.last_evaluation() != seen, 5, interval=0.1, what="a rule evaluation")
+    assert {n: s for n, s in prom.alerts().items() if s == "firing"} == {}
 
     # The exchange refuses us: every socket dropped, every handshake rejected.
     sim.reject_handshakes(503, 10**9)
