@@ -16,7 +16,7 @@ import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,10 @@ class Prometheus:
         self._log.close()
 
 
+def evaluated_since(prom: Prometheus, seen: str) -> Callable[[], bool]:
+    return lambda: prom.last_evaluation() != seen
+
+
 def all_status(r: Any, tokens: list[str], status: str) -> bool:
     return all(r.hget(P + "quote:" + t, "status") == status for t in tokens)
 
@@ -173,8 +177,7 @@ def test_quote_health_and_down_alerts_fire_and_resolve_in_prometheus(
         what="four scrapes",
     )
     for _ in range(2):
-        seen = prom.last_evaluation()
-        wait_for(lambda seen=seen: prom.last_evaluation() != seen, 5, interval=0.1, what="a rule evaluation")
+        wait_for(evaluated_since(prom, prom.last_evaluation()), 5, interval=0.1, what="a rule evaluation")
     assert {n: s for n, s in prom.alerts().items() if s == "firing"} == {}
 
     # The exchange refuses us: every socket dropped, every handshake rejected.
