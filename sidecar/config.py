@@ -9,10 +9,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sidecar.client.base import redact
 
 EX_CONFIG = 78
 
@@ -129,13 +131,8 @@ class Settings(BaseSettings):
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]  # keeps IPv6 brackets and the port as written
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    """The URL with any password replaced (user part or ``?password=``), for logs."""
+    return redact(url)
 
 
 def describe_errors(exc: ValidationError) -> list[str]:

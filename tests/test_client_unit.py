@@ -363,3 +363,38 @@ def test_unreadable_messages_are_counted_and_skipped(
     assert [rec.getMessage() for rec in caplog.records if "unreadable" in rec.getMessage()] == [
         f"unreadable quote message on pm:quote:{A} (1 so far)"
     ]
+
+
+def test_get_takes_an_id_with_whitespace_like_every_other_call(
+    client: QuoteClient, side: FakeSidecar
+) -> None:
+    side.write(A)
+    q = client.get(f" {A}\n")
+    assert q is not None and q.token == A
+    with pytest.raises(ValueError, match="invalid token id"):
+        client.get("12 34")
+
+
+@pytest.mark.parametrize("how", ["flushed", "older snapshot"])
+def test_alive_loss_is_yielded_even_when_the_hash_vanished_or_went_back(
+    client: QuoteClient, side: FakeSidecar, r: redis.Redis, how: str
+) -> None:
+    """Redis restarted (empty, or from an older snapshot) while the sidecar is dead: no hash
+    yields anything new, but the last quote must still come back as not alive."""
+    side.write(A, seq=500)
+    with client.follow([A], reconcile_s=0.1) as f:
+        assert [(q.seq, q.alive) for q in drain(f, 0.15)] == [(500, True)]
+        if how == "flushed":
+            r.flushall()
+        else:
+            r.delete("pm:sidecar:alive")
+            side.write(A, publish=False, seq=400)
+        assert [(q.seq, q.alive) for q in drain(f, 0.3)] == [(500, False)]
+        side.alive()  # the same run answers again and rewrites its newer state
+        side.write(A, publish=False, seq=501)
+        assert [(q.seq, q.alive) for q in drain(f, 0.3)] == [(501, True)]
+
+
+def test_reprs_never_show_a_password_given_in_the_query() -> None:
+    c = QuoteClient("redis://127.0.0.1:1/0?password=s3cret")
+    assert "s3cret" not in repr(c) and "password=***" in repr(c)

@@ -214,6 +214,9 @@ def test_password_in_redis_url_is_masked_in_repr(monkeypatch: pytest.MonkeyPatch
         ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
         ("redis://user@host:6379/0", "redis://user@host:6379/0"),
         ("unix:///run/redis.sock", "unix:///run/redis.sock"),
+        ("redis://h:6379/0?password=hunter2", "redis://h:6379/0?password=***"),
+        ("rediss://:pw@[::1]:6380/0?Password=x&db=1", "rediss://:***@[::1]:6380/0?Password=***&db=1"),
+        ("unix:///run/redis.sock?password=hunter2&db=0", "unix:///run/redis.sock?password=***&db=0"),
     ],
 )
 def test_redact_url(url: str, redacted: str) -> None:

@@ -78,6 +78,7 @@ class AsyncQuoteClient(Keys):
         return None if value is None else text(value)
 
     async def get(self, token: str) -> Quote | None:
+        (token,) = check_tokens(token)
         return (await self.get_many([token]))[token]
 
     async def get_many(self, tokens: Iterable[str]) -> dict[str, Quote | None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sidecar.client.follow_state import text
 
@@ -15,15 +15,22 @@ TIMEOUT_S = 2.0  # socket connect/read timeout: a worker must never hang on a de
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for logs and reprs."""
+    """The URL without its password (in the user part or a ``?password=`` query), for logs."""
     parts = urlsplit(url)
-    if parts.password is None:
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, _ = netloc.rpartition("@")[0].partition(":")
+        netloc = f"{user}:***@{netloc.rpartition('@')[2]}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*")
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    out = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    if not netloc and url.startswith(parts.scheme + "://"):  # unix:///path keeps its slashes
+        out = out.replace(":", "://", 1)
+    return out
 
 
 def connection_options(redis_url: str, password: str | None, ssl_ca_certs: str | None) -> dict[str, Any]:

@@ -86,6 +86,13 @@ class FollowState:
             quote = quote_from_fields(token, fields, alive, now_s)
             if quote is not None:
                 self._offer(quote, force)
+        # A token whose hash vanished (Redis flushed or restarted empty) or went back in seq (an
+        # older snapshot) yields nothing above, but who vouches for its last quote may have
+        # changed: say so, or a worker keeps pricing from a quote of a dead sidecar.
+        for token in self.tokens:
+            last = self._last.get(token)
+            if last is not None and last.alive != (alive is not None and alive == last.epoch):
+                self._offer(replace(last, alive=not last.alive), force=True)
         self.next_reconcile = now + self.reconcile_s
         return was_down
 

@@ -6,6 +6,7 @@ be judged without knowing whether the sidecar that wrote it still runs.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -52,6 +53,7 @@ class QuoteClient(Keys):
             redis = _redis_from_url(redis_url, connection_options(redis_url, password, ssl_ca_certs))
         self.redis: Any = redis
         self._followers: list[Follower] = []
+        self._followers_lock = threading.Lock()  # follow()/wait_live() may run on many threads
 
     @classmethod
     def from_env(cls) -> QuoteClient:
@@ -86,6 +88,7 @@ class QuoteClient(Keys):
 
         Raises ``redis.RedisError`` when Redis cannot be reached (treat as no quote).
         """
+        (token,) = check_tokens(token)
         return self.get_many([token])[token]
 
     def get_many(self, tokens: Iterable[str]) -> dict[str, Quote | None]:
@@ -126,8 +129,9 @@ class QuoteClient(Keys):
     def follow(self, tokens: Iterable[str], *, reconcile_s: float = 1.0) -> Follower:
         """An iterator of quote changes for ``tokens`` (see :class:`Follower`)."""
         follower = Follower(self, list(dict.fromkeys(check_tokens(tokens))), reconcile_s)
-        self._followers = [f for f in self._followers if not f.closed]
-        self._followers.append(follower)
+        with self._followers_lock:
+            self._followers = [f for f in self._followers if not f.closed]
+            self._followers.append(follower)
         return follower
 
     # ---- desired set (the scheduler's side) -------------------------------------------------------
@@ -169,9 +173,10 @@ class QuoteClient(Keys):
 
     def close(self) -> None:
         """End every follower of this client and, if the client made it, its connection pool."""
-        for follower in self._followers:
+        with self._followers_lock:
+            followers, self._followers = self._followers, []
+        for follower in followers:
             follower.close()
-        self._followers.clear()
         if self._owns:
             self.redis.close()
 
