@@ -7,8 +7,9 @@ at least every ``heartbeat_s``. Polling, not pub/sub: at 140 tokens and ~260 eve
 few percent of a core (scripts/bench_bridge.py), reads the alive key and the unpublished
 ``updated_at`` refreshes every time, and has no subscription to lose in a Redis restart.
 
-Imports only the client package, the dependency-free ``sidecar.systemd`` (sd_notify) and the
-standard library: no engine, writer, pydantic, WebSocket or Prometheus code is loaded.
+Imports only the client package, the dependency-free ``sidecar.systemd`` (sd_notify) and
+``sidecar.logs`` (the sidecar's log formats, so ``SIDECAR_LOG_FORMAT`` and journald priorities
+apply) and the standard library: no engine, writer, pydantic, WebSocket or Prometheus code.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import FrameType
 
 import redis
 
+from sidecar import logs
 from sidecar.bridge_core import BridgeState, CacheEntry, entry_from_json
 from sidecar.client import QuoteClient, check_tokens
 from sidecar.systemd import Notifier
@@ -35,6 +37,7 @@ log = logging.getLogger("sidecar.bridge")
 EX_CONFIG = 78  # as the sidecar: systemd does not restart a unit on a configuration error
 DEFAULT_POLL_S = 0.2
 SUMMARY_EVERY_S = 60.0
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")  # as sidecar.config accepts
 
 
 class ErrorLog:
@@ -136,6 +139,8 @@ class Bridge:
         self.errors = ErrorLog()
         self.notifier = Notifier()
         self.redis_ok = False
+        self._read_failed = False  # the last read of Redis failed: the next good one is a reconnect
+        self.state.reconnected(time.monotonic())  # an empty set right after start is held (grace)
         self.writes = 0
         self._dirty = True  # the first cycle always writes: an old run's file must not linger
         self._last_write = 0.0
@@ -197,15 +202,20 @@ class Bridge:
         return 0
 
     def cycle(self) -> None:
-        now_s = time.time()
         try:
-            desired = self.state.effective_desired(self.read_desired(), now_s)
+            read = self.read_desired()
+            mono = time.monotonic()
+            if self._read_failed:
+                self._read_failed = False
+                self.state.reconnected(mono)  # Redis may be back empty: hold an emptied set
+            desired = self.state.effective_desired(read, mono)
             quotes = self.client.get_many(sorted(desired)) if desired else {}
         except redis.RedisError as exc:
             self.errors.error(
                 "redis", time.monotonic(), f"bridge: cannot read Redis: {type(exc).__name__}: {exc}"
             )
             self.redis_ok = False
+            self._read_failed = True
             changed = self.state.apply(self.state.desired, None)
         else:
             self.redis_ok = True
@@ -258,12 +268,32 @@ def check_target(path: Path) -> str | None:
     return None
 
 
+def configure_logging(environ: Mapping[str, str]) -> str | None:
+    """The sidecar's logging (:mod:`sidecar.logs`: ``text``/``json``, ``<N>`` prefixes under
+    journald) from ``SIDECAR_LOG_LEVEL``/``SIDECAR_LOG_FORMAT``, read here without pydantic.
+
+    Returns why a setting is invalid (logging is then text at INFO, so the reason can be logged),
+    or ``None``; the values accepted are the ones ``sidecar.config`` accepts.
+    """
+    level = environ.get("SIDECAR_LOG_LEVEL", "INFO").strip().upper()
+    fmt = environ.get("SIDECAR_LOG_FORMAT", "text").strip().lower()
+    problem = None
+    if level not in LOG_LEVELS:
+        problem = f"SIDECAR_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {level!r}"
+        level = "INFO"
+    if fmt not in logs.FORMATS:
+        problem = f"SIDECAR_LOG_FORMAT must be one of {', '.join(logs.FORMATS)}, not {fmt!r}"
+        fmt = "text"
+    logs.configure(level, fmt)
+    return problem
+
+
 def run(ws_cache: str, heartbeat_s: float, poll_s: float = DEFAULT_POLL_S) -> int:
     """``pm-sidecar bridge``: exit 0 on SIGTERM/SIGINT, 78 on a bad argument or target."""
-    logging.basicConfig(
-        level=getattr(logging, os.environ.get("SIDECAR_LOG_LEVEL", "INFO").upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    problem = configure_logging(os.environ)
+    if problem:
+        log.error("bridge: %s", problem)
+        return EX_CONFIG
     path = Path(ws_cache).absolute()
     problem = None
     if not heartbeat_s > 0 or not 0 < poll_s <= 0.4:

@@ -28,8 +28,10 @@ from typing import Any
 
 from sidecar.client.quote import LIVE, RESOLVED, Quote
 
-# An empty desired set right after a Redis restart usually means "Redis came back without
-# persistence", not "the scheduler wants nothing": hold the last set this long, as the sidecar does.
+# An empty desired set right after the bridge starts or Redis comes back usually means "Redis came
+# back without persistence", not "the scheduler wants nothing": hold the last set this long after
+# such a moment, as the sidecar does after a reconnect (sidecar/desired.py). At any other time an
+# emptied set is the scheduler's word (``set_wanted([])``) and applies at once.
 EMPTY_DESIRED_GRACE_S = 60.0
 # quote_status of a member whose hash is gone (Redis restarted empty, or the key expired).
 MISSING = "missing"
@@ -124,25 +126,25 @@ class BridgeState:
     empty_grace_s: float = EMPTY_DESIRED_GRACE_S
     entries: dict[str, CacheEntry] = field(default_factory=dict)
     desired: frozenset[str] = frozenset()
+    hold_empty_until: float | None = None  # on the clock the shell passes to effective_desired
     _quotes: dict[str, Quote] = field(default_factory=dict)
-    _empty_since: float | None = None
+
+    def reconnected(self, now_s: float) -> None:
+        """The shell says: the bridge just started, or Redis was just read again after a failed
+        read. An empty desired set read in the next ``empty_grace_s`` is held, not applied."""
+        self.hold_empty_until = now_s + self.empty_grace_s
 
     def effective_desired(self, read: Iterable[str] | None, now_s: float) -> frozenset[str]:
         """The desired set to use: the one read, except that ``None`` (read failed) keeps the
-        last, and an empty set replacing a non-empty one is held for ``empty_grace_s``."""
+        last, and an empty set replacing a non-empty one within the grace after
+        :meth:`reconnected` is held until that grace ends."""
         if read is None:
             return self.desired
         new = frozenset(read)
-        if new or not self.desired:
-            self._empty_since = None
-            self.desired = new
-            return new
-        if self._empty_since is None:
-            self._empty_since = now_s
-        if now_s - self._empty_since >= self.empty_grace_s:
-            self._empty_since = None
-            self.desired = new
-        return self.desired
+        if not new and self.desired and self.hold_empty_until is not None and now_s < self.hold_empty_until:
+            return self.desired
+        self.desired = new
+        return new
 
     def seed(self, entries: Mapping[str, CacheEntry]) -> None:
         """Entries a previous run wrote (see :func:`entry_from_json`): they stay, as the last known
@@ -203,28 +205,38 @@ def unvouched(entry: CacheEntry) -> CacheEntry:
 
 def entry_from_json(obj: object) -> CacheEntry | None:
     """An entry of a file this bridge wrote before, with nothing vouching for it any more: prices
-    0.0, not alive; ``updated_at``, ``ts``, ``seq`` and the status kept. ``None`` if malformed."""
+    0.0, not alive; ``updated_at``, ``ts``, ``seq`` and the status kept. ``None`` if malformed,
+    including a number that is not finite (``Infinity``/``NaN`` parse as floats, and would make the
+    next write fail: the file must stay valid JSON) or too large for a float."""
     if not isinstance(obj, dict):
         return None
-
-    def num(key: str) -> float | None:
+    nums: dict[str, float | None] = {}
+    for key in ("ts", "seq", "updated_at", "tick_size"):
         value = obj.get(key)
-        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-    ts, seq = num("ts"), num("seq")
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            nums[key] = None
+            continue
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            return None
+        if not math.isfinite(number):
+            return None
+        nums[key] = number
+    ts, seq = nums["ts"], nums["seq"]
     return CacheEntry(
         best_bid=0.0,
         best_ask=0.0,
         price=0.0,
         ts=None if ts is None else int(ts),
-        updated_at=num("updated_at"),
+        updated_at=nums["updated_at"],
         seq=0 if seq is None else int(seq),
         event_type=str(obj.get("event_type") or ""),
         quote_status=str(obj.get("quote_status") or MISSING),
         bid_empty=obj.get("bid_empty") is True,
         ask_empty=obj.get("ask_empty") is True,
         sidecar_alive=False,
-        tick_size=num("tick_size"),
+        tick_size=nums["tick_size"],
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import stat
 import subprocess
@@ -188,14 +189,28 @@ def test_redis_unreadable_turns_every_entry_not_alive_and_back() -> None:
     assert state.entries[A].best_bid == 0.511
 
 
-def test_an_empty_desired_set_is_held_for_the_grace_then_applied() -> None:
+def test_an_empty_desired_set_after_a_reconnect_is_held_for_the_grace_then_applied() -> None:
     state = BridgeState(empty_grace_s=60.0)
     assert state.effective_desired([A], NOW_S) == {A}
+    state.reconnected(NOW_S + 1)  # start, or Redis readable again after a failed read
     assert state.effective_desired(None, NOW_S + 1) == {A}  # read failed: keep
     assert state.effective_desired([], NOW_S + 2) == {A}
-    assert state.effective_desired([], NOW_S + 61.9) == {A}
-    assert state.effective_desired([], NOW_S + 62) == frozenset()
-    assert state.effective_desired([B], NOW_S + 63) == {B}
+    assert state.effective_desired([], NOW_S + 60.9) == {A}
+    assert state.effective_desired([], NOW_S + 61) == frozenset()
+    assert state.effective_desired([B], NOW_S + 62) == {B}
+
+
+def test_a_deliberately_emptied_desired_set_is_applied_at_once() -> None:
+    """Issue 10: an entry goes when its token leaves the set, also when the set is emptied."""
+    state = BridgeState(empty_grace_s=60.0)
+    state.reconnected(NOW_S)
+    assert state.effective_desired([A], NOW_S + 1) == {A}
+    assert state.effective_desired([], NOW_S + 60) == frozenset()  # the grace is over
+    assert state.effective_desired([A], NOW_S + 61) == {A}
+    assert state.effective_desired([], NOW_S + 61.1) == frozenset()  # no reconnect: at once
+    never = BridgeState(empty_grace_s=60.0)
+    never.effective_desired([A], NOW_S)
+    assert never.effective_desired([], NOW_S + 0.1) == frozenset()
 
 
 def test_a_removal_that_leaves_tokens_is_applied_at_once() -> None:
@@ -235,6 +250,31 @@ def test_a_malformed_previous_entry_is_skipped() -> None:
     assert entry_from_json("x") is None
     entry = entry_from_json({"updated_at": True, "seq": "7"})
     assert entry is not None and (entry.updated_at, entry.seq, entry.quote_status) == (None, 0, "missing")
+
+
+@pytest.mark.parametrize("key", ["updated_at", "tick_size", "seq", "ts"])
+@pytest.mark.parametrize("bad", ["Infinity", "-Infinity", "NaN", "1" + "0" * 400])
+def test_a_non_finite_number_in_a_previous_entry_makes_it_malformed(key: str, bad: str) -> None:
+    obj = json.loads(f'{{"{key}": {bad}, "quote_status": "live"}}')
+    assert entry_from_json(obj) is None
+
+
+def test_a_leftover_file_with_infinity_neither_crashes_nor_poisons_the_write(fake, tmp_path: Path) -> None:
+    path = tmp_path / "ws_cache.json"
+    tokens = {
+        A: {"updated_at": math.inf, "quote_status": "live"},
+        B: {"seq": math.inf},
+        C: {"updated_at": 1.5, "seq": 3, "quote_status": "stale"},
+    }
+    path.write_text(json.dumps({"updated_at": "x", "tokens": tokens}))  # Infinity, as Python writes it
+    assert "Infinity" in path.read_text()
+    fake.down = True  # the seeded entries are all the bridge has
+    bridge = Bridge(QuoteClient(redis=fake), path, heartbeat_s=30.0)
+    bridge.prepare()
+    bridge.cycle()
+    tokens = read(path)["tokens"]
+    assert set(tokens) == {C}
+    assert (tokens[C]["updated_at"], tokens[C]["seq"], tokens[C]["best_bid"]) == (1.5, 3, 0.0)
 
 
 def test_the_document_parses_with_an_iso_utc_stamp_and_sorted_tokens() -> None:
@@ -430,3 +470,66 @@ def test_the_bridge_imports_neither_pydantic_nor_the_engine() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_an_emptied_set_drops_the_entries_at_once_unless_redis_just_came_back(fake, tmp_path: Path) -> None:
+    path = tmp_path / "ws_cache.json"
+    fake.set("pm:sidecar:alive", EPOCH)
+    fake.sadd("pm:desired", A)
+    put(fake, A)
+    bridge = Bridge(QuoteClient(redis=fake), path, heartbeat_s=30.0)
+    assert bridge.state.hold_empty_until is not None  # the start opens the grace
+    bridge.state.hold_empty_until = None  # ... which is over
+    bridge.cycle()
+    fake.delete("pm:desired")  # set_wanted([])
+    bridge.cycle()
+    assert read(path)["tokens"] == {}
+    fake.sadd("pm:desired", A)
+    bridge.cycle()
+    assert set(read(path)["tokens"]) == {A}
+    fake.down = True
+    bridge.cycle()
+    fake.down = False
+    fake.delete("pm:desired")  # Redis came back empty
+    bridge.cycle()
+    assert set(read(path)["tokens"]) == {A}  # held for the grace
+    assert bridge.state.hold_empty_until is not None
+    bridge.state.hold_empty_until -= bridge.state.empty_grace_s  # the grace has passed
+    bridge.cycle()
+    assert read(path)["tokens"] == {}
+
+
+def bridge_stderr(tmp_path: Path, **env: str) -> list[str]:
+    """The stderr lines of a bridge that exits at once (no directory for its file), written to a
+    file whose device:inode JOURNAL_STREAM may name."""
+    err = tmp_path / "stderr"
+    err.write_bytes(b"")
+    st = err.stat()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("SIDECAR_LOG", "JOURNAL_"))}
+    environ.update({k: v.replace("@", f"{st.st_dev}:{st.st_ino}") for k, v in env.items()})
+    cmd = [sys.executable, "-m", "sidecar", "bridge", "--ws-cache", str(tmp_path / "nodir" / "c.json")]
+    with err.open("wb") as stderr:
+        proc = subprocess.run(cmd, stderr=stderr, timeout=30, env=environ)
+    assert proc.returncode == 78
+    return err.read_text().splitlines()
+
+
+def test_bridge_errors_carry_syslog_priorities_under_journald(tmp_path: Path) -> None:
+    (line,) = bridge_stderr(tmp_path, JOURNAL_STREAM="@")
+    assert line.startswith("<3>ERROR sidecar.bridge: bridge: directory "), line
+    (line,) = bridge_stderr(tmp_path, JOURNAL_STREAM="1:2")  # inherited, not our stream
+    assert line.split()[2:4] == ["ERROR", "sidecar.bridge:"], line
+
+
+def test_bridge_logs_json_lines_when_asked(tmp_path: Path) -> None:
+    (line,) = bridge_stderr(tmp_path, SIDECAR_LOG_FORMAT="json")
+    obj = json.loads(line)
+    assert (obj["level"], obj["logger"]) == ("ERROR", "sidecar.bridge")
+    assert obj["message"].startswith("bridge: directory ") and obj["message"].endswith("does not exist")
+    (line,) = bridge_stderr(tmp_path, SIDECAR_LOG_FORMAT="json", JOURNAL_STREAM="@")
+    assert line.startswith("<3>{") and json.loads(line[3:])["level"] == "ERROR"
+
+
+def test_an_invalid_log_setting_exits_78_with_one_line(tmp_path: Path) -> None:
+    (line,) = bridge_stderr(tmp_path, SIDECAR_LOG_FORMAT="xml")
+    assert "SIDECAR_LOG_FORMAT must be one of text, json, not 'xml'" in line
