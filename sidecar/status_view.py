@@ -109,6 +109,8 @@ class Snapshot:
     summary: Summary | None
     rows: tuple[Row, ...]  # worst first
     invalid_desired: int  # desired-set members that are not token ids (not shown as rows)
+    # Keys Redis refused to read (WRONGTYPE, NOPERM), one line each: shown, never fatal.
+    problems: tuple[str, ...] = ()
 
     @property
     def alive(self) -> bool:
@@ -183,7 +185,8 @@ def _n(value: int | None) -> str:
 
 
 def header(snapshot: Snapshot) -> list[str]:
-    """Two lines: is it alive (epoch, uptime, heartbeat), then health, sockets and counts."""
+    """Two lines: is it alive (epoch, uptime, heartbeat), then health, sockets and counts; then
+    one ``PROBLEM:`` line per key Redis refused to read."""
     s = snapshot.summary
     now_ms = snapshot.now_s * 1000
     beat = None if s is None or s.heartbeat_at_ms is None else (now_ms - s.heartbeat_at_ms) / 1000
@@ -216,7 +219,7 @@ def header(snapshot: Snapshot) -> list[str]:
         second += f"  invalid {invalid}"
     if s is not None and s.capped_desired:
         second += f"  capped {s.capped_desired}"
-    return [first, second]
+    return [first, second, *(f"PROBLEM: {p}" for p in snapshot.problems)]
 
 
 # (title, width, right-aligned); the reason column takes what is left of the line (24 at 100
@@ -292,7 +295,8 @@ def render(snapshot: Snapshot, width: int = WIDTH, max_rows: int | None = None) 
 
 
 def to_json(snapshot: Snapshot) -> dict[str, Any]:
-    """``{"sidecar": {..., "alive": bool}, "tokens": [...]}``, worst first, for scripts."""
+    """``{"sidecar": {..., "alive": bool}, "tokens": [...], "problems": [...]}``, tokens worst
+    first, for scripts (``problems``: one line per key Redis refused to read, usually empty)."""
     s = snapshot.summary
     now_ms = snapshot.now_s * 1000
     sidecar: dict[str, Any] = {"alive": snapshot.alive, "alive_epoch": snapshot.alive_epoch}
@@ -344,7 +348,7 @@ def to_json(snapshot: Snapshot) -> dict[str, Any]:
                 "alive": q.alive,
             }
         )
-    return {"sidecar": sidecar, "tokens": tokens}
+    return {"sidecar": sidecar, "tokens": tokens, "problems": list(snapshot.problems)}
 
 
 def frame(lines: list[str], width: int, height: int) -> str:

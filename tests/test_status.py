@@ -8,9 +8,11 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import fakeredis
 import pytest
+import redis
 
 from sidecar import status
 from sidecar import status_view as view
@@ -285,7 +287,11 @@ def test_prefix_override_reads_other_keys(r: fakeredis.FakeRedis, monkeypatch: p
     out = io.StringIO()
     assert status.run(args(prefix="other:", json=True), out, io.StringIO()) == 1  # no other:sidecar:alive
     assert made == [("redis://10.0.0.1:6390/2", "other:")]
-    assert json.loads(out.getvalue()) == {"sidecar": {"alive": False, "alive_epoch": None}, "tokens": []}
+    assert json.loads(out.getvalue()) == {
+        "sidecar": {"alive": False, "alive_epoch": None},
+        "tokens": [],
+        "problems": [],
+    }
 
 
 def test_cli_status_imports_no_engine_pydantic_or_websocket() -> None:
@@ -364,3 +370,105 @@ def test_bad_option_combinations_are_refused(over: dict[str, object], message: s
     err = io.StringIO()
     assert status.run(args(**over), io.StringIO(), err) == 2
     assert err.getvalue() == message
+
+
+# ---- a key of the wrong type is a problem line, not "cannot reach Redis" ----------------------
+
+
+def run_json(r: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch) -> tuple[int, dict[str, Any], str]:
+    monkeypatch.setattr(status.QuoteClient, "from_env", classmethod(lambda cls: cls(redis=r)))
+    out, err = io.StringIO(), io.StringIO()
+    code = status.run(args(json=True), out, err)
+    return code, json.loads(out.getvalue()), err.getvalue()
+
+
+@pytest.mark.parametrize("alive", [True, False])
+def test_desired_of_the_wrong_type_is_a_problem_and_the_exit_code_follows_alive(
+    r: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch, alive: bool
+) -> None:
+    r.delete("pm:desired")
+    r.set("pm:desired", "oops")  # WRONGTYPE for SMEMBERS; the sidecar keeps its last set
+    if not alive:
+        r.delete("pm:sidecar:alive")
+    code, out, err = run_json(r, monkeypatch)
+    assert (code, err) == (0 if alive else 1, "")
+    assert out["problems"] == [
+        "pm:desired is a string, not a set (the sidecar keeps its last set; no tokens shown)"
+    ]
+    assert out["sidecar"]["alive"] is alive and out["sidecar"]["epoch"] == EPOCH  # the rest is read
+    assert out["tokens"] == []
+    text, err_io = io.StringIO(), io.StringIO()
+    assert status.run(args(), text, err_io) == (0 if alive else 1)
+    lines = text.getvalue().splitlines()
+    assert (
+        lines[2]
+        == "PROBLEM: pm:desired is a string, not a set (the sidecar keeps its last set; no tokens shown)"
+    )
+    assert err_io.getvalue() == ""
+
+
+def test_summary_and_quote_of_the_wrong_type_are_problems_and_the_rest_is_shown(
+    r: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r.delete("pm:sidecar", f"pm:quote:{STALE}")
+    r.rpush("pm:sidecar", "x")
+    r.sadd(f"pm:quote:{STALE}", "x")
+    code, out, err = run_json(r, monkeypatch)
+    assert (code, err) == (0, "")
+    assert out["problems"] == [
+        "pm:sidecar is a list, not a hash (summary not shown)",
+        f"pm:quote:{STALE} is a set, not a hash (shown as no hash)",
+    ]
+    assert out["sidecar"] == {"alive": True, "alive_epoch": EPOCH}
+    by_token = {t["token"]: t for t in out["tokens"]}
+    assert len(by_token) == 6
+    assert by_token[STALE] == {"token": STALE, "status": None, "alive": False}
+    assert by_token[LIVE_NEW]["bid"] == 0.511 and by_token[LIVE_NEW]["alive"] is True
+
+
+def test_alive_key_of_the_wrong_type_reads_as_not_alive_and_quotes_are_still_shown(
+    r: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r.delete("pm:sidecar:alive")
+    r.hset("pm:sidecar:alive", "x", "1")
+    code, out, err = run_json(r, monkeypatch)
+    assert (code, err) == (1, "")
+    assert out["problems"] == ["pm:sidecar:alive is a hash, not a string (read as not alive)"]
+    by_token = {t["token"]: t for t in out["tokens"]}
+    assert by_token[LIVE_NEW]["status"] == "live" and by_token[LIVE_NEW]["alive"] is False
+
+
+def test_watch_shows_a_wrong_typed_key_as_a_problem_not_redis_unreachable(
+    r: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctrl_c_after(monkeypatch, 1)
+    r.delete("pm:desired")
+    r.hset("pm:desired", "x", "1")
+    out = io.StringIO()
+    assert status.watch(QuoteClient(redis=r), "redis://x", 0.5, out) == 0
+    assert "UNREACHABLE" not in out.getvalue()
+    assert "PROBLEM: pm:desired is a hash, not a set" in out.getvalue()
+    assert "ALIVE  epoch" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.AuthenticationError("WRONGPASS invalid username-password pair"),
+        redis.TimeoutError("Timeout reading from socket"),
+        redis.ConnectionError("Connection reset by peer"),
+    ],
+)
+def test_unreachable_kinds_are_exit_2(
+    r: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch, error: redis.RedisError
+) -> None:
+    def refuse(*_: object, **__: object) -> None:
+        raise error
+
+    monkeypatch.setattr(r, "hgetall", refuse)
+    monkeypatch.delenv("SIDECAR_REDIS_URL", raising=False)
+    monkeypatch.setattr(status.QuoteClient, "from_env", classmethod(lambda cls: cls(redis=r)))
+    out, err = io.StringIO(), io.StringIO()
+    assert status.run(args(json=True), out, err) == 2
+    assert err.getvalue() == f"pm-sidecar status: cannot reach Redis at redis://127.0.0.1:6379/0: {error}\n"
+    assert out.getvalue() == ""

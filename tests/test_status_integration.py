@@ -114,6 +114,37 @@ def test_status_shows_the_hashes_then_not_alive_then_no_redis(
     r.close()
 
 
+def test_wrong_typed_keys_are_problems_and_only_unreachable_redis_is_exit_2(
+    redis_server: RedisServer,
+) -> None:
+    """WRONGTYPE on ``P desired`` / ``P sidecar`` is a PROBLEM line with exit 0/1 by the alive
+    key; an authentication failure (NOAUTH) is exit 2, like a refused connection."""
+    r = redis_server.client()
+    r.set(P + "desired", "not a set")
+    r.rpush(P + "sidecar", "not a hash")
+    r.set(P + "sidecar:alive", "epoch-1", ex=30)
+    done = run_status(redis_server.url, "--json")
+    assert (done.returncode, done.stderr) == (0, "")
+    out = json.loads(done.stdout)
+    assert out["problems"] == [
+        f"{P}sidecar is a list, not a hash (summary not shown)",
+        f"{P}desired is a string, not a set (the sidecar keeps its last set; no tokens shown)",
+    ]
+    assert out["sidecar"] == {"alive": True, "alive_epoch": "epoch-1"} and out["tokens"] == []
+    r.delete(P + "sidecar:alive")
+    done = run_status(redis_server.url)
+    assert (done.returncode, done.stderr) == (1, "")
+    assert f"PROBLEM: {P}desired is a string, not a set" in done.stdout
+
+    r.config_set("requirepass", "s3cret")
+    done = run_status(redis_server.url)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith(f"pm-sidecar status: cannot reach Redis at {redis_server.url}: ")
+    assert "auth" in done.stderr.lower()
+    r.close()
+
+
 # ---- --watch in a real terminal ------------------------------------------------------------------
 
 
