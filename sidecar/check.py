@@ -30,6 +30,7 @@ import websocket
 from sidecar import protocol
 from sidecar.check_rules import (
     EX_USAGE,
+    NOT_JSON,
     Finding,
     Level,
     Plan,
@@ -102,22 +103,37 @@ def _has_book(data: bytes, token: str) -> bool:
     )
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is reported, not followed: urllib would turn run's POST into a body-less GET."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def probe_rest(base_url: str, token: str | None, timeout_s: float) -> Finding:
     url = base_url.rstrip("/") + "/books"
     body = orjson.dumps([{"token_id": token}] if token else [])
     req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    opener = urllib.request.build_opener(_NoRedirect)
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+        with opener.open(req, timeout=timeout_s) as resp:
             status, raw = resp.status, resp.read()
     except urllib.error.HTTPError as exc:
-        return rest_finding(url, exc.code, None, None, token)
+        try:
+            raw = exc.read()
+        except OSError:
+            raw = b""
+        return rest_finding(url, exc.code, _json(raw), None, token, exc.headers.get("Location"))
     except (OSError, ValueError) as exc:
         return rest_finding(url, None, None, f"{type(exc).__name__}: {exc}", token)
+    return rest_finding(url, status, _json(raw), None, token)
+
+
+def _json(raw: bytes) -> Any:
     try:
-        parsed = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        parsed = None
-    return rest_finding(url, status, parsed, None, token)
+        return NOT_JSON
 
 
 def resolve(area: str, url: str) -> Finding:

@@ -214,18 +214,66 @@ def ws_finding(outcome: WsOutcome, timeout_s: float) -> list[Finding]:
     return found
 
 
-def rest_finding(url: str, status: int | None, body: Any, error: str | None, token: str | None) -> Finding:
+NOT_JSON: Any = object()  # rest_finding's body when the answer was empty or not JSON
+
+
+def rest_finding(
+    url: str,
+    status: int | None,
+    body: Any,
+    error: str | None,
+    token: str | None,
+    location: str | None = None,
+) -> Finding:
+    """One ``POST /books`` (``body``: the parsed JSON answer, or :data:`NOT_JSON`).
+
+    With a token only a JSON list of books is ok. Without one (an empty list, the normal state on
+    a new host) no book can be checked, but the answer must still be the CLOB's: a JSON list (what
+    the simulator answers), or a JSON 400/422 refusal of the empty list as invalid. A redirect,
+    401/403, 404/405, any other 4xx, or a body that is not JSON means ``SIDECAR_REST_URL`` is not
+    the CLOB (or something in between refuses us), so ``run``'s re-confirmations would all fail.
+    """
     if error is not None:
         return fail("rest", f"POST {url}: {error}")
     assert status is not None
     if status == 429 or status >= 500:
         return fail("rest", f"POST {url}: HTTP {status}")
+    wrong = _not_the_clob(status, location)
+    if wrong is not None:
+        return fail("rest", f"POST {url}: HTTP {status}: {wrong}; check SIDECAR_REST_URL")
+    if body is NOT_JSON:
+        return fail("rest", f"POST {url}: HTTP {status} with a body that is not JSON: not the CLOB's /books")
     if token is None:
-        # An empty request shows the host answers; the real API may refuse an empty list.
-        return ok("rest", f"POST {url}: HTTP {status} (empty request: reachable, no book checked)")
+        if status == 200 and isinstance(body, list):
+            return ok(
+                "rest", f"POST {url}: HTTP 200, a JSON list (empty request: reachable, no book checked)"
+            )
+        if status in (400, 422) and isinstance(body, dict):
+            return ok(
+                "rest",
+                f"POST {url}: HTTP {status}, a JSON refusal of the empty list "
+                "(empty request: reachable, no book checked)",
+            )
+        return fail("rest", f"POST {url}: HTTP {status}, JSON that is not the CLOB's answer to an empty list")
     if status != 200 or not isinstance(body, list):
         return fail("rest", f"POST {url}: HTTP {status}, not a list of books")
     return ok("rest", f"POST {url}: HTTP 200, {len(body)} book(s) for token {short(token)}")
+
+
+def _not_the_clob(status: int, location: str | None) -> str | None:
+    """Why an HTTP status shows the URL is not the CLOB's ``/books``; ``None`` when it may be."""
+    if 300 <= status < 400:
+        where = f" to {location}" if location else ""
+        return f"redirect{where} (run's POST would not follow it)"
+    if status in (401, 403):
+        return "refused (authentication or a proxy/firewall): the CLOB's /books needs no credentials"
+    if status == 404:
+        return "no /books here"
+    if status == 405:
+        return "POST not allowed here"
+    if 400 <= status < 500 and status not in (400, 422):
+        return "not an answer the CLOB's /books gives"
+    return None
 
 
 def short(token: str) -> str:

@@ -15,6 +15,7 @@ from sidecar.check_rules import (
     EX_OK,
     EX_PROBLEM,
     EX_USAGE,
+    NOT_JSON,
     Level,
     Plan,
     WsOutcome,
@@ -139,19 +140,60 @@ def test_ws_outcomes() -> None:
         (200, [{"asset_id": "1"}], None, TOKEN, Level.OK),
         (200, [], None, TOKEN, Level.OK),
         (200, {"error": "x"}, None, TOKEN, Level.FAIL),
-        (404, None, None, TOKEN, Level.FAIL),
-        (400, None, None, None, Level.OK),  # an empty request answered: the host is reachable
-        (200, [], None, None, Level.OK),
-        (503, None, None, None, Level.FAIL),
-        (500, None, None, TOKEN, Level.FAIL),
-        (429, None, None, None, Level.FAIL),
+        (404, {"error": "not found"}, None, TOKEN, Level.FAIL),
+        (400, {"error": "Invalid payload"}, None, TOKEN, Level.FAIL),
+        # the empty request (nothing desired): the CLOB's answers are ok ...
+        (200, [], None, None, Level.OK),  # what the simulator (and an API that allows it) answers
+        (400, {"error": "Invalid payload"}, None, None, Level.OK),  # a JSON refusal of []
+        (422, {"error": "Invalid payload"}, None, None, Level.OK),
+        # ... anything that shows it is not the CLOB's /books is not
+        (404, {"error": "not found"}, None, None, Level.FAIL),
+        (404, NOT_JSON, None, None, Level.FAIL),
+        (405, NOT_JSON, None, None, Level.FAIL),
+        (401, {"error": "unauthorized"}, None, None, Level.FAIL),
+        (403, NOT_JSON, None, None, Level.FAIL),
+        (301, NOT_JSON, None, None, Level.FAIL),
+        (302, NOT_JSON, None, None, Level.FAIL),
+        (307, NOT_JSON, None, None, Level.FAIL),
+        (308, NOT_JSON, None, None, Level.FAIL),
+        (410, {"error": "gone"}, None, None, Level.FAIL),
+        (200, NOT_JSON, None, None, Level.FAIL),  # an HTML page
+        (400, NOT_JSON, None, None, Level.FAIL),
+        (200, {"status": "ok"}, None, None, Level.FAIL),  # JSON, but no list
+        (400, [], None, None, Level.FAIL),
+        (204, NOT_JSON, None, None, Level.FAIL),  # no body
+        (503, NOT_JSON, None, None, Level.FAIL),
+        (500, NOT_JSON, None, TOKEN, Level.FAIL),
+        (429, {"error": "slow down"}, None, None, Level.FAIL),
         (None, None, "TimeoutError: timed out", TOKEN, Level.FAIL),
+        (None, None, "ConnectionRefusedError: refused", None, Level.FAIL),
     ],
 )
 def test_rest_outcomes(
     status: int | None, body: object, error: str | None, token: str | None, level: Level
 ) -> None:
     assert rest_finding("http://x/books", status, body, error, token).level is level
+
+
+def test_rest_texts_say_why_the_url_is_wrong() -> None:
+    url = "http://x/books"
+    assert rest_finding(url, 404, NOT_JSON, None, None).line() == (
+        f"FAIL rest: POST {url}: HTTP 404: no /books here; check SIDECAR_REST_URL"
+    )
+    assert rest_finding(url, 405, NOT_JSON, None, None).line() == (
+        f"FAIL rest: POST {url}: HTTP 405: POST not allowed here; check SIDECAR_REST_URL"
+    )
+    assert rest_finding(url, 301, NOT_JSON, None, None, "https://x/books").line() == (
+        f"FAIL rest: POST {url}: HTTP 301: redirect to https://x/books (run's POST would not follow it); "
+        "check SIDECAR_REST_URL"
+    )
+    assert "refused (authentication" in rest_finding(url, 403, NOT_JSON, None, None).text
+    assert rest_finding(url, 200, NOT_JSON, None, None).line() == (
+        f"FAIL rest: POST {url}: HTTP 200 with a body that is not JSON: not the CLOB's /books"
+    )
+    assert rest_finding(url, 200, [], None, None).line() == (
+        f"ok   rest: POST {url}: HTTP 200, a JSON list (empty request: reachable, no book checked)"
+    )
 
 
 def test_exit_code() -> None:

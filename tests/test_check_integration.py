@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -134,6 +136,74 @@ def test_rest_5xx(redis_server: RedisServer, sim: Simulator) -> None:
     code, lines = run_check(redis_server.url, sim.ws_url, sim.rest_url, rest_enabled="false")
     assert code == 0, lines
     assert "ok   rest: SIDECAR_REST_ENABLED=false: not checked" in lines
+
+
+class _Stub(BaseHTTPRequestHandler):
+    """Not the CLOB: every path answers what ``self.server.answer`` says (status, headers, body)."""
+
+    server: Any
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _serve(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status, headers, body = self.server.answer
+        self.server.requests.append((self.command, self.path))
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _serve
+
+
+@pytest.fixture
+def stub() -> Iterator[Any]:
+    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
+    server.requests = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_rest_url_that_is_not_the_clob_fails_with_nothing_desired(
+    redis_server: RedisServer, sim: Simulator, stub: Any
+) -> None:
+    """The normal state of a new host (an empty desired set): a wrong SIDECAR_REST_URL still fails."""
+    url = f"http://127.0.0.1:{stub.server_address[1]}"
+    stub.answer = (404, {"Content-Type": "text/html"}, b"<h1>Not Found</h1>")
+    code, lines = run_check(redis_server.url, sim.ws_url, url)
+    assert code == 1
+    assert fails(lines) == [f"FAIL rest: POST {url}/books: HTTP 404: no /books here; check SIDECAR_REST_URL"]
+    assert stub.requests == [("POST", "/books")]
+
+    stub.answer = (301, {"Location": "https://elsewhere.example/books"}, b"")
+    code, lines = run_check(redis_server.url, sim.ws_url, url)
+    assert code == 1
+    assert fails(lines) == [
+        f"FAIL rest: POST {url}/books: HTTP 301: redirect to https://elsewhere.example/books "
+        "(run's POST would not follow it); check SIDECAR_REST_URL"
+    ]
+    assert stub.requests[1:] == [("POST", "/books")]  # reported, not followed
+
+    stub.answer = (200, {"Content-Type": "text/html"}, b"<html>a web server</html>")
+    code, lines = run_check(redis_server.url, sim.ws_url, url)
+    assert code == 1
+    assert fails(lines) == [
+        f"FAIL rest: POST {url}/books: HTTP 200 with a body that is not JSON: not the CLOB's /books"
+    ]
+
+    stub.answer = (400, {"Content-Type": "application/json"}, b'{"error": "Invalid payload"}')
+    code, lines = run_check(redis_server.url, sim.ws_url, url)
+    assert code == 0, lines  # a JSON refusal of the empty list: reachable, no book checked
+    assert any(line.startswith(f"ok   rest: POST {url}/books: HTTP 400, a JSON refusal") for line in lines)
 
 
 def test_evicting_policy(redis_server: RedisServer, sim: Simulator) -> None:
