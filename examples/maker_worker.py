@@ -14,26 +14,46 @@ every change and at least once a second, decides:
 Against the demo (``python -m sidecar.demo --seconds 120`` prints its Redis URL and tokens):
 
     python examples/maker_worker.py --redis-url redis://127.0.0.1:PORT/0 --token TOKEN --duration 30
+
+Against the installed sidecar, with its settings (URL, password, prefix) from its env file:
+
+    set -a; . /etc/pm-sidecar/env; set +a; python examples/maker_worker.py --token TOKEN
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import sys
 import time
 
+import redis
+
 from sidecar.client import Quote, QuoteClient
+from sidecar.client.base import EnvSettings
 
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--redis-url", default=os.environ.get("SIDECAR_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    ap.add_argument("--prefix", default=os.environ.get("SIDECAR_KEY_PREFIX", "pm:"))
+    ap.add_argument("--redis-url", help="default: SIDECAR_REDIS_URL (with SIDECAR_REDIS_PASSWORD)")
+    ap.add_argument("--prefix", help="default: SIDECAR_KEY_PREFIX, else pm:")
     ap.add_argument("--token", required=True, help="the token this worker makes a market in")
     ap.add_argument("--max-age-s", type=float, default=60.0, help="oldest confirmation to price from")
     ap.add_argument("--missing-before-rest", type=float, default=3.0, help="seconds unusable before REST")
     ap.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: never)")
     return ap.parse_args()
+
+
+def make_client(redis_url: str | None, prefix: str | None) -> QuoteClient:
+    """Configured like the sidecar, as ``QuoteClient.from_env()`` (``SIDECAR_REDIS_URL``,
+    ``SIDECAR_REDIS_PASSWORD``, ``SIDECAR_KEY_PREFIX``, ``SIDECAR_REDIS_TLS_CA_FILE``: source the
+    installed env file); ``--redis-url``/``--prefix`` replace only the URL/prefix, so the password
+    still applies (a password in the URL itself wins)."""
+    if redis_url is None and prefix is None:
+        return QuoteClient.from_env()
+    env = EnvSettings.read()
+    return QuoteClient(
+        redis_url or env.redis_url, prefix or env.prefix, password=env.password, ssl_ca_certs=env.ssl_ca_certs
+    )
 
 
 def describe(q: Quote | None) -> str:
@@ -45,11 +65,29 @@ def describe(q: Quote | None) -> str:
     )
 
 
+def first_read(client: QuoteClient, token: str, end: float) -> Quote | None:
+    """The quote at start; while Redis cannot be read, one line and a retry every second; exit 1
+    with one more line (no traceback) when ``--duration`` ends first."""
+    warned = False
+    while True:
+        try:
+            return client.get(token)
+        except redis.RedisError as exc:
+            problem = f"cannot read Redis at {client!r}: {type(exc).__name__}: {exc}"
+        if time.monotonic() + 1.0 >= end:
+            print(f"error: {problem}", file=sys.stderr, flush=True)
+            raise SystemExit(1)
+        if not warned:
+            print(f"{problem}; retrying every second", file=sys.stderr, flush=True)
+            warned = True
+        time.sleep(1.0)
+
+
 def main() -> int:
     args = parse_args()
-    client = QuoteClient(args.redis_url, args.prefix)
+    client = make_client(args.redis_url, args.prefix)
     end = time.monotonic() + args.duration if args.duration > 0 else float("inf")
-    quote = client.get(args.token)
+    quote = first_read(client, args.token, end)
     print(f"start: {describe(quote)}", flush=True)
     usable = unusable = 0
     unusable_since: float | None = None

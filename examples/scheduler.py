@@ -10,21 +10,28 @@ persistence (the sidecar holds its last set for only 60 s). A worker is started 
 Against the demo (``python -m sidecar.demo --seconds 120`` prints its Redis URL and tokens):
 
     python examples/scheduler.py --redis-url redis://127.0.0.1:PORT/0 --tokens T1,T2 --duration 30
+
+Against the installed sidecar, with its settings (URL, password, prefix) from its env file:
+
+    set -a; . /etc/pm-sidecar/env; set +a; python examples/scheduler.py --tokens T1,T2
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import sys
 import time
 
+import redis
+
 from sidecar.client import QuoteClient
+from sidecar.client.base import EnvSettings
 
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--redis-url", default=os.environ.get("SIDECAR_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    ap.add_argument("--prefix", default=os.environ.get("SIDECAR_KEY_PREFIX", "pm:"))
+    ap.add_argument("--redis-url", help="default: SIDECAR_REDIS_URL (with SIDECAR_REDIS_PASSWORD)")
+    ap.add_argument("--prefix", help="default: SIDECAR_KEY_PREFIX, else pm:")
     ap.add_argument("--tokens", required=True, help="comma-separated token ids to run workers for")
     ap.add_argument("--cycle-s", type=float, default=5.0, help="scheduler cycle (default 5 s)")
     ap.add_argument("--start-timeout-s", type=float, default=30.0, help="longest wait for a live quote")
@@ -32,17 +39,36 @@ def parse_args() -> argparse.Namespace:
     return ap.parse_args()
 
 
+def make_client(redis_url: str | None, prefix: str | None) -> QuoteClient:
+    """Configured like the sidecar, as ``QuoteClient.from_env()`` (``SIDECAR_REDIS_URL``,
+    ``SIDECAR_REDIS_PASSWORD``, ``SIDECAR_KEY_PREFIX``, ``SIDECAR_REDIS_TLS_CA_FILE``: source the
+    installed env file); ``--redis-url``/``--prefix`` replace only the URL/prefix, so the password
+    still applies (a password in the URL itself wins)."""
+    if redis_url is None and prefix is None:
+        return QuoteClient.from_env()
+    env = EnvSettings.read()
+    return QuoteClient(
+        redis_url or env.redis_url, prefix or env.prefix, password=env.password, ssl_ca_certs=env.ssl_ca_certs
+    )
+
+
 def main() -> int:
     args = parse_args()
     wanted = [t.strip() for t in args.tokens.split(",") if t.strip()]
-    client = QuoteClient(args.redis_url, args.prefix)
+    client = make_client(args.redis_url, args.prefix)
     end = time.monotonic() + args.duration if args.duration > 0 else float("inf")
     started: set[str] = set()
     with client:
         while True:
-            client.set_wanted(wanted)  # ValueError on an invalid id, before anything is written
-            print(f"cycle: desired set = {len(wanted)} tokens", flush=True)
-            for token in wanted:
+            try:
+                client.set_wanted(wanted)  # ValueError on an invalid id, before anything is written
+            except redis.RedisError as exc:  # Redis down: say so, try again next cycle
+                print(f"cannot write Redis at {client!r}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                wanted_now: list[str] = []
+            else:
+                print(f"cycle: desired set = {len(wanted)} tokens", flush=True)
+                wanted_now = wanted
+            for token in wanted_now:
                 if token in started:
                     continue
                 # Sequential for clarity; a real scheduler waits per starting worker (a thread each,

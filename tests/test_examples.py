@@ -5,6 +5,7 @@ resolved market; the scheduler replaces the desired set and starts workers once 
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -12,8 +13,9 @@ from decimal import Decimal
 from types import ModuleType
 
 import pytest
+import redis
 
-from tests.helpers import REPO, wait_for
+from tests.helpers import REPO, free_port, wait_for
 
 integration = pytest.mark.integration
 
@@ -28,13 +30,20 @@ def load_example(name: str) -> ModuleType:
     return module
 
 
-def run_example(name: str, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+def run_example(
+    name: str, *args: str, timeout: float = 30.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run an example; ``env`` replaces every ``SIDECAR_*`` variable of this process's environment."""
+    environ = None
+    if env is not None:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")} | env
     return subprocess.run(
         [sys.executable, str(REPO / "examples" / name), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=str(REPO),
+        env=environ,
     )
 
 
@@ -139,6 +148,57 @@ def test_scheduler_rejects_an_invalid_token_before_writing(redis_server) -> None
     assert done.returncode != 0
     assert "invalid token id 'abc'" in done.stderr
     assert r.smembers(P + "desired") == {"123"}
+
+
+@integration
+def test_the_examples_use_the_password_of_the_env_file(redis_server) -> None:
+    """The installed env file sets SIDECAR_REDIS_PASSWORD: the examples must send it, also when
+    --redis-url/--prefix override the URL/prefix."""
+    redis_server.client().config_set("requirepass", "s3cret")
+    authed = redis.Redis(port=redis_server.port, password="s3cret", decode_responses=True)
+    env = {"SIDECAR_REDIS_URL": redis_server.url, "SIDECAR_REDIS_PASSWORD": "s3cret"}
+    quick = ["--cycle-s", "0.1", "--start-timeout-s", "0.1", "--duration", "0.3"]
+    done = run_example("scheduler.py", "--tokens", "123", *quick, env=env)
+    assert done.returncode == 0, done.stderr
+    assert authed.smembers(P + "desired") == {"123"}
+    elsewhere = {**env, "SIDECAR_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    done = run_example(
+        "scheduler.py",
+        "--redis-url",
+        redis_server.url,
+        "--prefix",
+        "x:",
+        "--tokens",
+        "456",
+        *quick,
+        env=elsewhere,
+    )
+    assert done.returncode == 0, done.stderr
+    assert authed.smembers("x:desired") == {"456"}
+    done = run_example("maker_worker.py", "--token", "123", "--duration", "0.3", env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "start: no quote (token not desired yet?)"
+    refused = run_example(
+        "maker_worker.py", "--token", "123", "--duration", "0.3", env={**env, "SIDECAR_REDIS_PASSWORD": ""}
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines() == [
+        f"error: cannot read Redis at QuoteClient({redis_server.url!r}, prefix='pm:'): "
+        "AuthenticationError: Authentication required."
+    ]
+    authed.close()
+
+
+def test_maker_worker_without_redis_says_so_retries_and_exits_1() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    done = run_example("maker_worker.py", "--redis-url", url, "--token", "123", "--duration", "1.5", env={})
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 2, done.stderr  # no traceback: one line, a retry, one line
+    assert lines[0].startswith(f"cannot read Redis at QuoteClient({url!r}, prefix='pm:'): ConnectionError: ")
+    assert lines[0].endswith("; retrying every second")
+    assert lines[1].startswith("error: cannot read Redis at ")
+    assert done.stdout == ""
 
 
 def test_compare_counts_agreement_old_false_freshness_and_membership() -> None:
