@@ -44,6 +44,14 @@ def claim(best_bid: Any, best_ask: Any) -> Claim | None:
     return server_level(best_bid), server_level(best_ask)
 
 
+def states_top(best_bid: Any, best_ask: Any) -> bool:
+    """Does the message state a readable top? Only such a statement can confirm a quote."""
+    try:
+        return claim(best_bid, best_ask) is not None
+    except Malformed:
+        return False
+
+
 def agrees(stated: Claim | None, bid_key: float | None, ask_key: float | None) -> bool:
     """Is the local top consistent: not crossed, and equal to the exchange's stated top if any?"""
     if bid_key is not None and ask_key is not None and bid_key >= ask_key:

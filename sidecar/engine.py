@@ -798,7 +798,10 @@ class Engine:
         if st is None:
             return
         was_live = st.status == LIVE
-        if self._crosscheck(st, event.get("best_bid"), event.get("best_ask"), now, wall_ms):
+        best_bid, best_ask = event.get("best_bid"), event.get("best_ask")
+        # A best_bid_ask carries nothing but its claim: without a readable one it confirms nothing.
+        consistent = self._crosscheck(st, best_bid, best_ask, now, wall_ms)
+        if consistent and crosscheck.states_top(best_bid, best_ask):
             st.updated_at = wall_ms
             st.last_quiet_check = now
             if was_live:

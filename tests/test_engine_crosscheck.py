@@ -435,3 +435,20 @@ def test_shutdown_turns_resyncing_and_settling_quotes_stale() -> None:
     assert (writes[A]["status"], writes[A]["reason"]) == ("stale", "sidecar_stopped")
     assert (writes[B]["status"], writes[B]["reason"]) == ("stale", "sidecar_stopped")
     assert s.tick_at(T0 + 5) == []  # a settling token's grace ends in nothing after the stop
+
+
+@pytest.mark.parametrize(
+    "claim",
+    [{}, {"best_bid": "abc", "best_ask": "xyz"}, {"best_bid": None, "best_ask": None}],
+    ids=["no-prices", "garbage", "nulls"],
+)
+def test_a_best_bid_ask_without_a_readable_top_confirms_nothing(claim: dict[str, Any]) -> None:
+    """It carries nothing but its claim: with none, updated_at must not move and nothing is written."""
+    s = Sim()
+    s.server_books[A] = (BIDS, ASKS)
+    s.start_live([A])
+    before = s.engine.tokens[A].updated_at
+    s.now = T0 + 5
+    assert s.frame(s.conn_of(A), {"event_type": "best_bid_ask", "asset_id": A, **claim}) == []
+    assert s.engine.tokens[A].updated_at == before
+    assert s.status(A) == "live"
