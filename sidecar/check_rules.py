@@ -69,11 +69,14 @@ def eviction_finding(policy: str, maxmemory: int, prefix: str) -> Finding:
         return ok("redis", f"maxmemory unlimited (policy {policy}): nothing is evicted")
     limit = f"maxmemory {maxmemory} bytes"
     if policy.startswith("allkeys"):
-        return fail(
+        # A warning (issue 12), not a failure: nothing is evicted until memory is full.
+        return warn(
             "redis",
-            f"maxmemory-policy {policy} with {limit}: Redis may evict live quote hashes (workers "
-            f"lose a quote until its next change) and {prefix}desired (read as empty while Redis "
-            "stays up: every token unsubscribed at once); use noeviction or a volatile-* policy",
+            f"maxmemory-policy {policy} with {limit}: once memory is full Redis may evict any key, "
+            "including live quote hashes (a worker finds no quote for that token until the sidecar "
+            f"next writes it) and {prefix}desired (read as empty while Redis stays up: every token "
+            "unsubscribed at once until the scheduler writes it again); noeviction or a volatile-* "
+            "policy keeps them",
         )
     if policy.startswith("volatile"):
         return warn(

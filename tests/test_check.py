@@ -42,9 +42,10 @@ def settings(**kw: Any) -> Settings:
 @pytest.mark.parametrize(
     ("policy", "maxmemory", "level"),
     [
-        ("allkeys-lru", 100 << 20, Level.FAIL),
-        ("allkeys-lfu", 1, Level.FAIL),
-        ("allkeys-random", 1, Level.FAIL),
+        # issue 12: "warn when an eviction policy could evict quote hashes or the desired set"
+        ("allkeys-lru", 100 << 20, Level.WARN),
+        ("allkeys-lfu", 1, Level.WARN),
+        ("allkeys-random", 1, Level.WARN),
         ("allkeys-lru", 0, Level.WARN),  # nothing is evicted without a limit, but one set later would
         ("volatile-lru", 100 << 20, Level.WARN),
         ("volatile-ttl", 100 << 20, Level.WARN),
@@ -61,7 +62,10 @@ def test_eviction_policy(policy: str, maxmemory: int, level: Level) -> None:
 
 
 def test_eviction_texts_say_what_can_go() -> None:
-    assert "pm:desired" in eviction_finding("allkeys-lru", 1, "pm:").text
+    allkeys = eviction_finding("allkeys-lru", 1, "pm:").text
+    assert allkeys.startswith("maxmemory-policy allkeys-lru with maxmemory 1 bytes: once memory is full")
+    assert "live quote hashes" in allkeys and "pm:desired (read as empty" in allkeys
+    assert "every token unsubscribed at once" in allkeys
     volatile = eviction_finding("volatile-lru", 1, "pm:").text
     assert "pm:sidecar:alive" in volatile and "live quotes and the desired set are safe" in volatile
 

@@ -1,5 +1,6 @@
 """`pm-sidecar check` against a real redis-server and the exchange simulator: all well, then one
-fault at a time (Redis unreachable, socket refused, REST 5xx, an evicting policy), each one FAIL line."""
+fault at a time (Redis unreachable, socket refused, REST 5xx or not the CLOB), each one FAIL line;
+an evicting policy is a WARN line."""
 
 from __future__ import annotations
 
@@ -216,11 +217,15 @@ def test_evicting_policy(redis_server: RedisServer, sim: Simulator) -> None:
     )
     r.config_set("maxmemory", str(512 << 20))
     code, lines = run_check(redis_server.url, sim.ws_url, sim.rest_url)
-    assert code == 1
-    assert len(fails(lines)) == 1
-    assert fails(lines)[0].startswith(
-        f"FAIL redis: maxmemory-policy allkeys-lru with maxmemory {512 << 20} bytes"
+    assert code == 0, lines  # issue 12: a warning, said with what can be evicted
+    assert fails(lines) == []
+    evicting = [line for line in with_level(lines, "WARN", "redis") if "maxmemory-policy" in line]
+    assert len(evicting) == 1
+    assert evicting[0].startswith(
+        f"WARN redis: maxmemory-policy allkeys-lru with maxmemory {512 << 20} bytes: once memory is full"
     )
+    assert "live quote hashes" in evicting[0] and "pm:desired" in evicting[0]
+    assert lines[-1] == "check: 0 problem(s), 2 warning(s)"  # and no persistence
     r.config_set("maxmemory-policy", "volatile-lru")
     code, lines = run_check(redis_server.url, sim.ws_url, sim.rest_url)
     assert code == 0, lines
