@@ -234,3 +234,13 @@ def test_compare_counts_agreement_old_false_freshness_and_membership() -> None:
         only_in_old=1,
         only_in_new=1,
     )
+
+
+def test_scheduler_without_redis_says_so_in_one_line_without_a_traceback() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    args = ["--redis-url", url, "--tokens", "123", "--cycle-s", "1", "--duration", "0.5"]  # one cycle
+    done = run_example("scheduler.py", *args, env={})
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stderr.splitlines()  # no traceback
+    assert line.startswith(f"cannot write Redis at QuoteClient({url!r}, prefix='pm:'): ConnectionError: ")
+    assert done.stdout.splitlines() == ["summary: 0/1 workers started"]
