@@ -267,7 +267,7 @@ def _not_the_clob(status: int, location: str | None) -> str | None:
     """Why an HTTP status shows the URL is not the CLOB's ``/books``; ``None`` when it may be."""
     if 300 <= status < 400:
         where = f" to {location}" if location else ""
-        return f"redirect{where} (run's POST would not follow it)"
+        return f"redirect{where} (not followed: a POST /books does not survive a redirect)"
     if status in (401, 403):
         return "refused (authentication or a proxy/firewall): the CLOB's /books needs no credentials"
     if status == 404:

@@ -188,8 +188,8 @@ def test_rest_texts_say_why_the_url_is_wrong() -> None:
         f"FAIL rest: POST {url}: HTTP 405: POST not allowed here; check SIDECAR_REST_URL"
     )
     assert rest_finding(url, 301, NOT_JSON, None, None, "https://x/books").line() == (
-        f"FAIL rest: POST {url}: HTTP 301: redirect to https://x/books (run's POST would not follow it); "
-        "check SIDECAR_REST_URL"
+        f"FAIL rest: POST {url}: HTTP 301: redirect to https://x/books "
+        "(not followed: a POST /books does not survive a redirect); check SIDECAR_REST_URL"
     )
     assert "refused (authentication" in rest_finding(url, 403, NOT_JSON, None, None).text
     assert rest_finding(url, 200, NOT_JSON, None, None).line() == (

@@ -190,7 +190,7 @@ def test_a_rest_url_that_is_not_the_clob_fails_with_nothing_desired(
     assert code == 1
     assert fails(lines) == [
         f"FAIL rest: POST {url}/books: HTTP 301: redirect to https://elsewhere.example/books "
-        "(run's POST would not follow it); check SIDECAR_REST_URL"
+        "(not followed: a POST /books does not survive a redirect); check SIDECAR_REST_URL"
     ]
     assert stub.requests[1:] == [("POST", "/books")]  # reported, not followed
 
