@@ -1047,10 +1047,22 @@ class Engine:
         for st in self.tokens.values():
             status = st.status
             if status == RESYNCING:
-                # No book (or REST reseed) since the resync: ask both again, then every 4x as long.
-                if st.resync_deadline is not None and now >= st.resync_deadline:
-                    st.resync_deadline = now + RESYNC_WAIT_S * 4
-                    redrive.setdefault("resync_timeout", []).append(st.token)
+                if st.reason == BBO_SETTLING:
+                    continue  # nothing asked for yet: _check_unsettled escalates it
+                if st.resync_deadline is not None:
+                    # No book (or REST reseed) RESYNC_WAIT_S into the resync: ask both again. From
+                    # here on it is treated like a token with no first event (see below).
+                    if now >= st.resync_deadline:
+                        st.resync_deadline = None
+                        st.next_redrive_at = now + RESYNC_WAIT_S * 4
+                        redrive.setdefault("resync_timeout", []).append(st.token)
+                        self._reseed.add(st.token)
+                elif now >= st.next_redrive_at:
+                    # Still no book: every 4x as long, the redrive budget, a move to a fresh socket
+                    # (a socket that will not re-snapshot a busy token never will, and its deltas
+                    # make every REST book older), then slow retries; REST is asked again each time.
+                    st.next_redrive_at = now + RESYNC_WAIT_S * 4
+                    self._unconfirmed(st, now, redrive)
                     self._reseed.add(st.token)
             elif status == PENDING or (status == STALE and not st.confirmed):
                 if st.sub_sent_at is None:
@@ -1103,13 +1115,15 @@ class Engine:
         return conn if conn is not None and conn.state == OPEN else None
 
     def _unconfirmed(self, st: TokenState, now: float, redrive: dict[str, list[str]]) -> None:
-        """No first event: redrive a few times with growing patience, then move to a fresh socket,
-        then keep retrying slowly. A pending token shows each step in its reason; a stale one keeps
-        its own (why it stopped being live): the no_first_event_* reasons are pending-only."""
+        """No first event (or, resyncing, no book): redrive a few times (the caller paces them),
+        then move to a fresh socket, then keep retrying slowly. A pending token shows each step in
+        its reason; a stale or resyncing one keeps its own (why it is not live): the
+        no_first_event_* reasons are pending-only."""
         if st.redrives < self.cfg.redrive_max:
             st.redrives += 1
             self._pending_reason(st, f"no_first_event_redrive_{st.redrives}")
-            redrive.setdefault("confirm_timeout", []).append(st.token)
+            reason = "resync_timeout" if st.status == RESYNCING else "confirm_timeout"
+            redrive.setdefault(reason, []).append(st.token)
             return
         if st.moves < 1:
             st.moves += 1
@@ -1124,7 +1138,7 @@ class Engine:
             self._rlog.warning(
                 "no_data",
                 now,
-                "token %s never delivered data after redrives and a move; retrying every %ds",
+                "token %s got no book after redrives and a move; retrying every %ds",
                 st.token,
                 int(REDRIVE_SLOW_S),
                 token=st.token,
@@ -1146,11 +1160,14 @@ class Engine:
         st.sub_sent_at = now  # the confirm clock restarts with the move
         self.stats["moves", ""] += 1
         log.warning(
-            "token %s never got data on shard %d: moving it to shard %d",
+            "token %s got no book on shard %d: moving it to shard %d",
             st.token,
             old,
             shard.id,
-            extra={"token": st.token, "reason": "no_first_event_moved"},
+            extra={
+                "token": st.token,
+                "reason": st.reason if st.status == RESYNCING else "no_first_event_moved",
+            },
         )
         self._sync_shard(old, now)
         self._sync_shard(shard.id, now)
