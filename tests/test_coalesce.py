@@ -386,3 +386,38 @@ def test_orphans_are_hashes_of_this_epoch_for_tokens_no_longer_known() -> None:
     c.submit([QuoteWrite("known", {"seq": "1"}, True)], 0.0)
     got = c.orphans(["known", "gone", "older_run", "no_epoch"], ["e1", "e1", "e0", None])
     assert got == ["gone"]
+
+
+def test_after_an_outage_the_alive_key_waits_for_every_rewritten_hash() -> None:
+    """A rewrite bigger than one transaction: the alive key must not come back in its first
+    batch while later batches' hashes still say what Redis kept from before the outage."""
+    c = Coalescer("s", ALIVE_TTL)
+    engine = ModelEngine()
+    redis = ModelRedis()
+    tokens = [f"t{i}" for i in range(5)]
+    c.submit([engine.change(t, "live", 1) for t in tokens], 0.0)
+    c.submit_summary({"epoch": "e"}, 0.0)
+    drain(c, redis, 0.0)
+    c.submit_summary({"epoch": "e"}, 1.0)
+    c.rewrite(1.0)
+    seen = []
+    while (batch := c.take(2, 1.0)) is not None:
+        seen.append((len(batch.writes), batch.summary is not None))
+        c.done(batch, redis.apply(batch), 1.0)
+    assert seen == [(2, False), (2, False), (1, True)]
+
+
+def test_a_large_rewrite_is_taken_whole_in_batches_of_the_limit() -> None:
+    c = Coalescer("s", ALIVE_TTL)
+    engine = ModelEngine()
+    redis = ModelRedis()
+    c.submit([engine.change(f"t{i}", "live", 1) for i in range(20_000)], 0.0)
+    c.submit_summary({"epoch": "e1"}, 0.0)
+    while (batch := c.take(2000, 0.0)) is not None:
+        c.done(batch, redis.apply(batch), 0.0)
+    c.rewrite(0.0)
+    sizes = []
+    while (batch := c.take(2000, 0.0)) is not None:
+        sizes.append(len(batch.writes))
+        c.done(batch, redis.apply(batch), 0.0)
+    assert sizes == [2000] * 10
