@@ -6,6 +6,7 @@ requests a second and back off on 429/5xx. Failures are reported, never retried 
 
 from __future__ import annotations
 
+import http.client
 import logging
 import queue
 import threading
@@ -72,8 +73,10 @@ class RestClient:
             self._failed(f"HTTP {exc.code}")
             if exc.code == 429 or exc.code >= 500:
                 self._next_at = time.monotonic() + THROTTLED_PAUSE_S
-        except (OSError, ValueError) as exc:
-            self._failed(str(exc))
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            # HTTPException covers a cut or garbled answer (IncompleteRead, BadStatusLine): it
+            # must cost one request, never the REST thread (quiet tokens would stop confirming).
+            self._failed(f"{type(exc).__name__}: {exc}")
         return None
 
     def _failed(self, what: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import queue
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -162,3 +163,39 @@ def test_a_non_positive_budget_is_refused() -> None:
     for bad in (0.0, -1.0):
         with pytest.raises(ValueError, match="max_rps"):
             RestClient("http://127.0.0.1:1", bad, lambda e: None)
+
+
+def test_a_cut_answer_costs_one_request_not_the_rest_thread() -> None:
+    """IncompleteRead / BadStatusLine are not OSErrors: they must not kill the REST thread."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n[1,",  # cut short: IncompleteRead
+        b"garbage\r\n\r\n",  # BadStatusLine
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]",
+    ]
+
+    def serve() -> None:
+        for answer in answers:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    posted = Posted()
+    c = RestClient(f"http://127.0.0.1:{listener.getsockname()[1]}", 50.0, posted.post)
+    c.start()
+    try:
+        for request_id in (1, 2):
+            c.fetch(request_id, ["11"])
+            assert posted.get() == ("rest", request_id, None)
+        c.fetch(3, ["11"])
+        assert posted.get() == ("rest", 3, [])
+        assert c.errors == 2
+    finally:
+        c.stop()
+        server.join(5)
+        listener.close()
