@@ -903,6 +903,12 @@ class Engine:
             if rest_ts is not None and st.ts is not None and rest_ts < st.ts:
                 self.stats["rest_confirm", "older"] += 1
                 continue  # the stream moved on after REST's snapshot: it is the newer truth
+            if rest_bid is not None and rest_ask is not None and rest_bid >= rest_ask:
+                # REST disagrees with our book but its own is crossed: neither can be shown as
+                # live; resync (a WS book, or a later uncrossed REST book, settles it).
+                self.stats["rest_confirm", "crossed"] += 1
+                self._resync(st, "rest_mismatch", now, redrive=True)
+                continue
             self.stats["rest_confirm", "mismatch"] += 1
             self._rlog.warning(
                 "rest_mismatch",

@@ -519,3 +519,17 @@ def test_a_stalled_token_on_a_flowing_socket_is_redriven_with_backoff() -> None:
     assert s.stat("redrives", "stall") == 2
     assert s.status(B) == "live"  # its socket flows: a stall is redriven, not judged stale
     assert all(ids != [A] for _, _, ids in s.ops())  # the busy token is never redriven
+
+
+def test_a_crossed_rest_book_that_disagrees_is_never_shown_live() -> None:
+    """A quiet confirmation whose REST book differs but is itself crossed: neither book can be
+    shown as live, so the token resyncs and keeps the prices it last showed as live."""
+    s = Sim(engine_cfg(rest_enabled=True))
+    s.start_live([A])
+    s.tick_at(T0 + 30)
+    (req,) = s.rest_requests
+    (w,) = s.rest(req.request_id, [rest_summary([("0.60", "5")], [("0.40", "5")], TS0 + 29_000)])
+    assert (w.fields["status"], w.fields["reason"]) == ("resyncing", "rest_mismatch")
+    assert top(w.fields) == ("0.49", "200", "0.51", "150")
+    assert s.stat("rest_confirm", "crossed") == 1
+    assert s.stat("rest_confirm", "mismatch") == 0
