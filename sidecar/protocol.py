@@ -251,23 +251,6 @@ def price_changes(event: dict[str, Any]) -> list[Entry]:
     return [BadEntry(asset, "bad_price_change", "no recognised schema")]
 
 
-def server_best(value: Any, *, empty_marker: float) -> float | None:
-    """Server-reported best price as a key, or ``None`` for "no level".
-
-    The server writes an empty side as best_bid ``"0"`` / best_ask ``"1"`` (or ``""``); those are
-    never prices.
-    """
-    if value is None or value == "":
-        return None
-    try:
-        key = price_key(value)
-    except Malformed:
-        return None
-    if key == empty_marker:
-        return None
-    return key
-
-
 def timestamp_ms(value: Any) -> int | None:
     """Exchange timestamps are millisecond integers sent as strings."""
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 16:

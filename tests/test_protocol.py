@@ -363,38 +363,6 @@ def test_legacy_price_change_with_an_asset_names_it_in_its_bad_entries(
     assert protocol.price_changes(event) == expected
 
 
-# ---- server best ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "marker", "expected"),
-    [
-        ("0", 0.0, None),
-        ("0.0", 0.0, None),
-        ("", 0.0, None),
-        (None, 0.0, None),
-        ("1", 1.0, None),
-        ("1.00", 1.0, None),
-        ("", 1.0, None),
-        (None, 1.0, None),
-        ("0.5", 0.0, 0.5),
-        ("0.50", 1.0, 0.5),
-        ("0.001", 0.0, 0.001),
-        ("0.999", 1.0, 0.999),
-        # a bid of "1" or an ask of "0" are not the empty markers of their side
-        ("1", 0.0, 1.0),
-        ("0", 1.0, 0.0),
-        # garbage is "no information", never an exception
-        ("NaN", 0.0, None),
-        ("2", 1.0, None),
-        (0.5, 0.0, None),
-        (["0.5"], 0.0, None),
-    ],
-)
-def test_server_best(value: object, marker: float, expected: float | None) -> None:
-    assert protocol.server_best(value, empty_marker=marker) == expected
-
-
 # ---- timestamps and token ids --------------------------------------------------------------------
 
 
