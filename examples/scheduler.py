@@ -25,7 +25,6 @@ import time
 import redis
 
 from sidecar.client import QuoteClient
-from sidecar.client.base import EnvSettings
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,16 +39,9 @@ def parse_args() -> argparse.Namespace:
 
 
 def make_client(redis_url: str | None, prefix: str | None) -> QuoteClient:
-    """Configured like the sidecar, as ``QuoteClient.from_env()`` (``SIDECAR_REDIS_URL``,
-    ``SIDECAR_REDIS_PASSWORD``, ``SIDECAR_KEY_PREFIX``, ``SIDECAR_REDIS_TLS_CA_FILE``: source the
-    installed env file); ``--redis-url``/``--prefix`` replace only the URL/prefix, so the password
-    still applies (a password in the URL itself wins)."""
-    if redis_url is None and prefix is None:
-        return QuoteClient.from_env()
-    env = EnvSettings.read()
-    return QuoteClient(
-        redis_url or env.redis_url, prefix or env.prefix, password=env.password, ssl_ca_certs=env.ssl_ca_certs
-    )
+    """Configured like the sidecar (source the installed env file); ``--redis-url``/``--prefix``
+    replace only the URL/prefix, so the password still applies."""
+    return QuoteClient.from_env(redis_url=redis_url or None, prefix=prefix or None)
 
 
 def main() -> int:

@@ -27,7 +27,7 @@ import redis
 from sidecar.client import Quote, QuoteClient, check_tokens
 from sidecar.client.base import decode_hash
 from sidecar.client.quote import quote_from_fields
-from sidecar.client.sync import DEFAULT_PREFIX, DEFAULT_URL, redact
+from sidecar.client.sync import DEFAULT_URL, redact
 from sidecar.status_view import (
     ENTER_SCREEN,
     EXIT_ALIVE,
@@ -159,18 +159,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _client(args: argparse.Namespace) -> tuple[QuoteClient, str]:
     """The client (as ``QuoteClient.from_env()``, with the overrides) and its URL for messages."""
-    env = os.environ
-    url = args.redis_url or env.get("SIDECAR_REDIS_URL") or DEFAULT_URL
-    if args.redis_url is None and args.prefix is None:
-        return QuoteClient.from_env(), redact(url)
-    prefix = args.prefix if args.prefix is not None else env.get("SIDECAR_KEY_PREFIX") or DEFAULT_PREFIX
-    client = QuoteClient(
-        url,
-        prefix,
-        password=env.get("SIDECAR_REDIS_PASSWORD") or None,
-        ssl_ca_certs=env.get("SIDECAR_REDIS_TLS_CA_FILE") or None,
-    )
-    return client, redact(url)
+    url = args.redis_url or os.environ.get("SIDECAR_REDIS_URL") or DEFAULT_URL
+    return QuoteClient.from_env(redis_url=args.redis_url or None, prefix=args.prefix), redact(url)
 
 
 def _one_line(exc: BaseException) -> str:

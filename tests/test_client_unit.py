@@ -398,3 +398,15 @@ def test_alive_loss_is_yielded_even_when_the_hash_vanished_or_went_back(
 def test_reprs_never_show_a_password_given_in_the_query() -> None:
     c = QuoteClient("redis://127.0.0.1:1/0?password=s3cret")
     assert "s3cret" not in repr(c) and "password=***" in repr(c)
+
+
+def test_from_env_overrides_replace_only_the_url_and_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIDECAR_REDIS_URL", "redis://10.9.8.7:6390/3")
+    monkeypatch.setenv("SIDECAR_REDIS_PASSWORD", "pw")
+    monkeypatch.setenv("SIDECAR_KEY_PREFIX", "t1:")
+    c = QuoteClient.from_env(redis_url="redis://10.1.1.1:7000/2")
+    kwargs = c.redis.connection_pool.connection_kwargs
+    assert (kwargs["host"], kwargs["port"], kwargs["db"], kwargs["password"]) == ("10.1.1.1", 7000, 2, "pw")
+    assert c.prefix == "t1:"
+    assert QuoteClient.from_env(prefix="x:").prefix == "x:"
+    assert QuoteClient.from_env(prefix="x:").redis.connection_pool.connection_kwargs["port"] == 6390

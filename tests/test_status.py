@@ -252,7 +252,7 @@ def args(**over: object) -> argparse.Namespace:
 
 
 def test_run_exit_codes_and_outputs(r: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(status.QuoteClient, "from_env", classmethod(lambda cls: cls(redis=r)))
+    monkeypatch.setattr(status.QuoteClient, "from_env", classmethod(lambda cls, **_: cls(redis=r)))
     out, err = io.StringIO(), io.StringIO()
     assert status.run(args(json=True), out, err) == 0
     assert json.loads(out.getvalue())["sidecar"]["alive"] is True
@@ -278,11 +278,14 @@ def test_unreachable_redis_is_exit_2_with_one_line(monkeypatch: pytest.MonkeyPat
 def test_prefix_override_reads_other_keys(r: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch) -> None:
     made: list[tuple[str, str]] = []
 
-    def fake(url: str, prefix: str, **_: object) -> QuoteClient:
-        made.append((url, prefix))
-        return QuoteClient(prefix=prefix, redis=r)
+    class Recording(QuoteClient):
+        """Built by QuoteClient.from_env with the effective URL and prefix: record them."""
 
-    monkeypatch.setattr(status, "QuoteClient", fake)
+        def __init__(self, url: str, prefix: str, **_: object) -> None:
+            made.append((url, prefix))
+            super().__init__(prefix=prefix, redis=r)
+
+    monkeypatch.setattr(status, "QuoteClient", Recording)
     monkeypatch.setenv("SIDECAR_REDIS_URL", "redis://10.0.0.1:6390/2")
     out = io.StringIO()
     assert status.run(args(prefix="other:", json=True), out, io.StringIO()) == 1  # no other:sidecar:alive
@@ -309,7 +312,7 @@ def test_cli_routes_status(
 ) -> None:
     from sidecar import cli
 
-    monkeypatch.setattr(status.QuoteClient, "from_env", classmethod(lambda cls: cls(redis=r)))
+    monkeypatch.setattr(status.QuoteClient, "from_env", classmethod(lambda cls, **_: cls(redis=r)))
     assert cli.main(["status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["sidecar"]["epoch"] == EPOCH
 
@@ -376,7 +379,7 @@ def test_bad_option_combinations_are_refused(over: dict[str, object], message: s
 
 
 def run_json(r: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch) -> tuple[int, dict[str, Any], str]:
-    monkeypatch.setattr(status.QuoteClient, "from_env", classmethod(lambda cls: cls(redis=r)))
+    monkeypatch.setattr(status.QuoteClient, "from_env", classmethod(lambda cls, **_: cls(redis=r)))
     out, err = io.StringIO(), io.StringIO()
     code = status.run(args(json=True), out, err)
     return code, json.loads(out.getvalue()), err.getvalue()
@@ -467,7 +470,7 @@ def test_unreachable_kinds_are_exit_2(
 
     monkeypatch.setattr(r, "hgetall", refuse)
     monkeypatch.delenv("SIDECAR_REDIS_URL", raising=False)
-    monkeypatch.setattr(status.QuoteClient, "from_env", classmethod(lambda cls: cls(redis=r)))
+    monkeypatch.setattr(status.QuoteClient, "from_env", classmethod(lambda cls, **_: cls(redis=r)))
     out, err = io.StringIO(), io.StringIO()
     assert status.run(args(json=True), out, err) == 2
     assert err.getvalue() == f"pm-sidecar status: cannot reach Redis at redis://127.0.0.1:6379/0: {error}\n"

@@ -56,11 +56,20 @@ class QuoteClient(Keys):
         self._followers_lock = threading.Lock()  # follow()/wait_live() may run on many threads
 
     @classmethod
-    def from_env(cls) -> QuoteClient:
+    def from_env(cls, *, redis_url: str | None = None, prefix: str | None = None) -> QuoteClient:
         """A client configured like the sidecar: ``SIDECAR_REDIS_URL``, ``SIDECAR_REDIS_PASSWORD``,
-        ``SIDECAR_KEY_PREFIX`` (and ``SIDECAR_REDIS_TLS_CA_FILE`` for ``rediss://``)."""
+        ``SIDECAR_KEY_PREFIX`` (and ``SIDECAR_REDIS_TLS_CA_FILE`` for ``rediss://``).
+
+        ``redis_url``/``prefix`` replace only those two (a command's ``--redis-url``/``--prefix``):
+        the password and CA file still come from the environment (a password in the URL wins).
+        """
         env = EnvSettings.read()
-        return cls(env.redis_url, env.prefix, password=env.password, ssl_ca_certs=env.ssl_ca_certs)
+        return cls(
+            env.redis_url if redis_url is None else redis_url,
+            env.prefix if prefix is None else prefix,
+            password=env.password,
+            ssl_ca_certs=env.ssl_ca_certs,
+        )
 
     def __repr__(self) -> str:
         return f"QuoteClient({self._url!r}, prefix={self.prefix!r})"
