@@ -31,15 +31,12 @@ from tests.unit_helpers import (
     pc_entry,
     pc_ev,
     tok,
+    top,
     trade_ev,
 )
 
 A, B, C = tok(1), tok(2), tok(3)
 LIVE_BOOK = Path(__file__).resolve().parent / "data" / "book_live_2024.json"
-
-
-def top(fields: dict[str, str]) -> tuple[str, str, str, str]:
-    return fields["bid"], fields["bid_size"], fields["ask"], fields["ask_size"]
 
 
 def subscribed_ids(s: Sim) -> list[str]:

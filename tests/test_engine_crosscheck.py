@@ -25,16 +25,13 @@ from tests.unit_helpers import (
     pc_entry,
     pc_ev,
     tok,
+    top,
 )
 
 A, B = tok(1), tok(2)
 
 BIDS = (("0.48", "100"), ("0.49", "200"))
 ASKS = (("0.53", "50"), ("0.52", "300"), ("0.51", "150"))  # best level last, as live
-
-
-def top(fields: dict[str, str]) -> tuple[str, str, str, str]:
-    return fields["bid"], fields["bid_size"], fields["ask"], fields["ask_size"]
 
 
 def live_sim(**cfg: Any) -> tuple[Sim, int]:

@@ -28,15 +28,12 @@ from tests.unit_helpers import (
     pc_entry,
     pc_ev,
     tok,
+    top,
     trade_ev,
 )
 
 A, B, C, D = tok(1), tok(2), tok(3), tok(4)
 FOREIGN = tok(999)  # desired by no one
-
-
-def top(fields: dict[str, str]) -> tuple[str, str, str, str]:
-    return fields["bid"], fields["bid_size"], fields["ask"], fields["ask_size"]
 
 
 def by_token(writes: list[Any]) -> dict[str, Any]:

@@ -71,6 +71,11 @@ class MaxRandom(random.Random):
 # ---- event builders ----------------------------------------------------------------------------
 
 
+def top(fields: dict[str, str]) -> tuple[str, str, str, str]:
+    """A quote write's top of book: (bid, bid_size, ask, ask_size)."""
+    return fields["bid"], fields["bid_size"], fields["ask"], fields["ask_size"]
+
+
 def levels(pairs: Iterable[Level]) -> list[dict[str, str]]:
     return [{"price": p, "size": s} for p, s in pairs]
 
