@@ -8,10 +8,10 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml sim/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -e ./sim
 	@touch $(STAMP)
 
 test: $(STAMP)
@@ -24,12 +24,12 @@ integration: $(STAMP)
 	$(PY) -m pytest -q -m integration
 
 lint: $(STAMP)
-	$(PY) -m ruff check sidecar tests scripts examples
-	$(PY) -m ruff format --check sidecar tests scripts examples
+	$(PY) -m ruff check sidecar sim devkit tests scripts examples
+	$(PY) -m ruff format --check sidecar sim devkit tests scripts examples
 	$(PY) -m mypy sidecar
 
 demo: $(STAMP)
-	$(PY) -m sidecar.demo
+	$(PY) -m devkit.demo
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py

@@ -11,7 +11,7 @@ every change and at least once a second, decides:
 - anything else (``stale``, ``resyncing``, ``pending``, sidecar not alive, too old) -> do not price
   from it; after ``--missing-before-rest`` such seconds a real worker would fall back to REST.
 
-Against the demo (``python -m sidecar.demo --seconds 120`` prints its Redis URL and tokens):
+Against the demo (``python -m devkit.demo --seconds 120`` prints its Redis URL and tokens):
 
     python examples/maker_worker.py --redis-url redis://127.0.0.1:PORT/0 --token TOKEN --duration 30
 

@@ -7,7 +7,7 @@ Doing it every cycle, not only on a change, also re-asserts the set after a Redi
 persistence (the sidecar holds its last set for only 60 s). A worker is started only once
 ``wait_live`` returns its quote: live at the exchange, written by a running sidecar.
 
-Against the demo (``python -m sidecar.demo --seconds 120`` prints its Redis URL and tokens):
+Against the demo (``python -m devkit.demo --seconds 120`` prints its Redis URL and tokens):
 
     python examples/scheduler.py --redis-url redis://127.0.0.1:PORT/0 --tokens T1,T2 --duration 30
 

@@ -335,7 +335,7 @@ class _Enough(Exception):
 def sink_main(url: str, cmd_path: str) -> int:
     """Transport ceiling: the sidecar's own socket reader (SocketRunner's frame loop) in a process
     of its own, frames only counted: what the simulator and the reader manage without any work."""
-    from sidecar.connection import SocketRunner
+    from sidecar.shell.connection import SocketRunner
 
     signal.signal(signal.SIGTERM, _raise_stop)
     ws = _ws_subscribe(url, [])
@@ -424,7 +424,7 @@ class BookModel:
     sim.book(); every generated entry is applied here first so best_bid/best_ask are the truth."""
 
     def __init__(self, sim: Any, markets: list[tuple[str, list[str]]], seed: int) -> None:
-        from sidecar.sim import canon
+        from pmsim import canon
 
         self.rng = random.Random(seed)
         self.markets = markets
@@ -562,7 +562,7 @@ class Bench:
         self.r = self.redis.client()
 
     def start_sim(self) -> None:
-        from sidecar.sim import Simulator
+        from pmsim import Simulator
 
         self.sim = Simulator(seed=self.args.seed)
         self.sim.start()

@@ -33,8 +33,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import redis  # noqa: E402
+from pmsim import Simulator  # noqa: E402
 
-from sidecar.sim import Simulator  # noqa: E402
 from tests.helpers import RedisServer, SidecarProcess, sidecar_env, wait_for  # noqa: E402
 
 P = "pm:"

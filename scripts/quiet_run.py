@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from sidecar.sim import Simulator  # noqa: E402
+from pmsim import Simulator  # noqa: E402
+
 from tests.helpers import RedisServer, SidecarProcess, scrape_metrics, sidecar_env, wait_for  # noqa: E402
 
 

@@ -146,7 +146,8 @@ class Soak:
     # -- plumbing
 
     def start(self) -> None:
-        from sidecar.sim import Simulator
+        from pmsim import Simulator
+
         from tests.helpers import RedisServer, SidecarProcess, sidecar_env, wait_for
 
         self.wait_for = wait_for
@@ -156,7 +157,7 @@ class Soak:
         self.r = self.redis.client()
         tls = None
         if self.args.tls:  # production is wss://: the same run over TLS, the sidecar trusting our CA
-            from sidecar.sim.tls import make_self_signed
+            from pmsim.tls import make_self_signed
 
             cert = make_self_signed(self.tmp / "tls")
             tls = cert.server_context()

@@ -27,7 +27,6 @@ import orjson
 import redis
 import websocket
 
-from sidecar import protocol
 from sidecar.check_rules import (
     EX_USAGE,
     NOT_JSON,
@@ -47,6 +46,7 @@ from sidecar.check_rules import (
     ws_finding,
 )
 from sidecar.config import Settings
+from sidecar.core import protocol
 
 
 def probe_ws(url: str, token: str | None, timeout_s: float) -> WsOutcome:
@@ -150,7 +150,7 @@ def resolve(area: str, url: str) -> Finding:
 
 def check_redis(s: Settings, timeout_s: float) -> tuple[list[Finding], Plan | None, bool]:
     """Redis findings, the plan from the desired set, and whether a sidecar is alive there now."""
-    from sidecar.redisconn import make_client
+    from sidecar.shell.redisconn import make_client
 
     client = make_client(s, timeout_s=timeout_s, socket_connect_timeout=timeout_s)
     p = s.key_prefix

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from sidecar import protocol
 from sidecar.config import Settings
-from sidecar.desired import RESTART_GRACE_S
+from sidecar.core import protocol
+from sidecar.shell.desired import RESTART_GRACE_S
 
 EX_OK = 0
 EX_PROBLEM = 1

@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         from sidecar.check import main as run_check
 
         return run_check(settings, args)
-    from sidecar import allocator
-    from sidecar.app import Runtime, configure_logging
+    from sidecar.shell import allocator
+    from sidecar.shell.app import Runtime, configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
     allocator.tune()

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pmsim import Simulator
 
-from sidecar.sim import Simulator
 from tests.helpers import RedisServer, SidecarProcess, sidecar_env
 
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]
+from pmsim import Simulator
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar.sim import Simulator
 from tests.helpers import REPO, RedisServer, SidecarProcess, wait_for
 
 PROM_DIR = REPO / "deploy" / "prometheus"

@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass
 
 import redis
+from pmsim import Simulator
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from sidecar.sim import Simulator
 from tests.helpers import RedisServer
 
 P = "pm:"

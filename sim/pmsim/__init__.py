@@ -1,0 +1,6 @@
+"""Local Polymarket market-channel exchange simulator (WS + REST on loopback) for tests, demo, bench."""
+
+from .book import Top, canon
+from .server import ConnInfo, Simulator
+
+__all__ = ["ConnInfo", "Simulator", "Top", "canon"]
