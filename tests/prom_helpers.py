@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,10 @@ import yaml  # type: ignore[import-untyped]
 from pmsim import Simulator
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import REPO, RedisServer, SidecarProcess, wait_for
+from devkit import REPO
+from devkit.procs import SidecarProcess
+from devkit.redis_server import RedisServer
+from devkit.wait import wait_for
 
 PROM_DIR = REPO / "deploy" / "prometheus"
 ALERTS = PROM_DIR / "alerts.yml"
@@ -62,11 +64,6 @@ def load_rules(path: Path = ALERTS) -> list[AlertRule]:
         for r in group["rules"]
         if "alert" in r
     ]
-
-
-def raw_scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        return resp.read().decode()
 
 
 def exported_names(text: str) -> set[str]:

@@ -18,8 +18,8 @@ import fakeredis
 import pytest
 import redis
 
+from devkit.redis_server import RedisServer
 from sidecar.client import AsyncFollower, AsyncQuoteClient, Quote, QuoteClient
-from tests.helpers import RedisServer
 
 A = "1" * 72
 B = "2" * 75

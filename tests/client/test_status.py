@@ -14,10 +14,10 @@ import fakeredis
 import pytest
 import redis
 
+from devkit.net import free_port
 from sidecar import status
 from sidecar import status_view as view
 from sidecar.client import QuoteClient
-from tests.helpers import free_port
 
 NOW_S = 1_800_000_000.0
 NOW_MS = int(NOW_S * 1000)

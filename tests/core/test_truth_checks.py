@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.truth import LiveWrongCheck, Observation, StuckCheck, Top
+from devkit.truth import LiveWrongCheck, Observation, StuckCheck, Top
 
 T = "1234567890123"
 A: Top = ("0.40", "10", "0.60", "20")

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO
+from devkit import REPO
 
 pytestmark = pytest.mark.integration
 

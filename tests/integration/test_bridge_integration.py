@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,87 +16,14 @@ import pytest
 import redis
 from pmsim import Simulator
 
-from tests.helpers import REPO, RedisServer, SidecarProcess, wait_for
+from devkit.procs import BridgeProcess, SidecarProcess
+from devkit.redis_server import RedisServer
+from devkit.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
 P = "pm:"
 Cache = dict[str, Any]
-
-
-class BridgeProcess:
-    """``python -m sidecar bridge`` as a real subprocess writing ``path``."""
-
-    def __init__(self, redis_url: str, path: Path, log_path: Path, heartbeat_s: float) -> None:
-        self.path = path
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        env = {"SIDECAR_REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sidecar",
-                "bridge",
-                "--ws-cache",
-                str(path),
-                "--heartbeat-s",
-                str(heartbeat_s),
-            ],
-            env=env,
-            cwd=str(REPO),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def read(self) -> Cache | None:
-        """The file as a worker reads it; ``None`` before the first write. Must always parse."""
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        return json.loads(data)
-
-    def entry(self, token: str) -> dict[str, Any] | None:
-        doc = self.read()
-        return None if doc is None else doc["tokens"].get(token)
-
-    def terminate(self, sig: int = signal.SIGTERM) -> int:
-        self.proc.send_signal(sig)
-        code = self.proc.wait(10)
-        self._log.close()
-        return code
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        if not self._log.closed:
-            self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@pytest.fixture
-def bridge(
-    redis_server: RedisServer, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Callable[..., BridgeProcess]]:
-    procs: list[BridgeProcess] = []
-
-    def start(heartbeat_s: float = 30.0) -> BridgeProcess:
-        proc = BridgeProcess(
-            redis_server.url, tmp_path / "ws_cache.json", tmp_path / f"bridge-{len(procs)}.log", heartbeat_s
-        )
-        procs.append(proc)
-        return proc
-
-    yield start
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    for proc in procs:
-        proc.stop()
-        if failed:
-            print(f"---- bridge log {proc.log_path} ----\n{proc.log()[-4000:]}")
 
 
 def start_live(

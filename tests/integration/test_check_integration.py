@@ -14,7 +14,11 @@ from typing import Any
 import pytest
 from pmsim import Simulator
 
-from tests.helpers import REPO, RedisServer, SidecarProcess, free_port, sidecar_env, wait_for
+from devkit import REPO
+from devkit.net import free_port
+from devkit.procs import SidecarProcess, sidecar_env
+from devkit.redis_server import RedisServer
+from devkit.wait import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,10 @@ from pmsim import Simulator
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from devkit.procs import SidecarProcess
+from devkit.redis_server import RedisServer
+from devkit.wait import wait_for
 from sidecar.client import Quote, QuoteClient
-from tests.helpers import RedisServer, SidecarProcess, wait_for
 
 pytestmark = pytest.mark.integration
 

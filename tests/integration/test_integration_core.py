@@ -9,76 +9,16 @@ from __future__ import annotations
 
 import itertools
 import signal
-import threading
 import time
 from decimal import Decimal
-from typing import Any
 
 import orjson
 import pytest
-import redis
-from pmsim import Simulator
 
-from tests.helpers import RedisServer, wait_for
+from devkit.wait import wait_for
+from tests.integration.common import P, QuoteListener, all_match, matches_truth, quote
 
 pytestmark = pytest.mark.integration
-
-P = "pm:"
-
-
-class QuoteListener:
-    """Collects every message on ``pm:quote:*`` and checks, as it goes, that the hash it then
-    reads has a seq at least as new (the atomicity promise of the contract)."""
-
-    def __init__(self, server: RedisServer) -> None:
-        self.client = server.client()
-        self.reader = server.client()
-        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        self.pubsub.psubscribe(P + "quote:*")
-        self.messages: list[dict[str, Any]] = []
-        self.atomicity_violations: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            msg = self.pubsub.get_message(timeout=0.1)
-            if msg is None:
-                continue
-            data = orjson.loads(msg["data"])
-            self.messages.append(data)
-            seq = self.reader.hget(P + "quote:" + data["token"], "seq")
-            if seq is None or int(seq) < int(data["seq"]):
-                self.atomicity_violations.append(f"{data['token']}: published {data['seq']}, hash {seq}")
-
-    def for_token(self, token: str) -> list[dict[str, Any]]:
-        return [m for m in list(self.messages) if m["token"] == token]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.pubsub.close()
-
-
-def quote(r: redis.Redis, token: str) -> dict[str, str]:
-    return r.hgetall(P + "quote:" + token)
-
-
-def matches_truth(r: redis.Redis, sim: Simulator, token: str, status: str = "live") -> bool:
-    q = quote(r, token)
-    t = sim.truth(token)
-    return (
-        q.get("status") == status
-        and q.get("bid") == t.bid
-        and q.get("bid_size") == t.bid_size
-        and q.get("ask") == t.ask
-        and q.get("ask_size") == t.ask_size
-    )
-
-
-def all_match(r: redis.Redis, sim: Simulator, tokens: list[str]) -> bool:
-    return all(matches_truth(r, sim, t) for t in tokens)
 
 
 def second_level(levels: list[tuple[str, str]]) -> tuple[str, str]:

@@ -15,8 +15,6 @@ import socket
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -27,77 +25,33 @@ import pytest
 import redis
 from pmsim import Simulator
 
-from tests.helpers import RedisServer, SidecarProcess, wait_for
-from tests.integration.test_integration_core import QuoteListener, all_match, quote
-from tests.integration.test_integration_health import metric, scrape, statuses, wait_metric
-from tests.truth import TOP_FIELDS, TruthWatch, quiet_client  # noqa: F401 - quiet_client re-exported
+from devkit.procfs import status as proc_status
+from devkit.procs import SidecarProcess
+from devkit.redis_server import RedisServer
+from devkit.scrape import metric, scrape, wait_metric
+from devkit.truth import TOP_FIELDS, TruthWatch
+from devkit.wait import wait_for
+from tests.integration.common import (
+    BUSY_SCRIPT,
+    P,
+    QuoteListener,
+    all_match,
+    hashes,
+    move_truth,
+    new_tokens,
+    quote,
+    start_live,
+    statuses,
+)
 
 pytestmark = pytest.mark.integration
-
-P = "pm:"
-
-# A Lua busy loop: the whole server stalls for ARGV[1] seconds, like DEBUG SLEEP (which Redis 7
-# refuses unless enable-debug-command is set).
-BUSY_SCRIPT = """
-local t0 = redis.call('TIME')
-local start = tonumber(t0[1]) + tonumber(t0[2]) / 1e6
-while true do
-  local t = redis.call('TIME')
-  if tonumber(t[1]) + tonumber(t[2]) / 1e6 - start >= tonumber(ARGV[1]) then break end
-end
-return 1
-"""
-
 
 # ---- helpers ---------------------------------------------------------------------------------
 
 
-def new_tokens(sim: Simulator, markets: int) -> list[str]:
-    ids = [sim.add_market() for _ in range(markets)]
-    by_market = sim.markets()
-    return [t for m in ids for t in by_market[m]]
-
-
-def start_live(
-    redis_server: RedisServer,
-    sim: Simulator,
-    sidecar: Callable[..., SidecarProcess],
-    markets: int,
-    timeout: float = 10.0,
-    **settings: Any,
-) -> tuple[list[str], redis.Redis, SidecarProcess]:
-    """The tokens of `markets` new markets desired, the sidecar started with `settings`, and every
-    quote live and equal to the truth: where most fault tests begin."""
-    tokens = new_tokens(sim, markets)
-    r = redis_server.client()
-    r.sadd(P + "desired", *tokens)
-    proc = sidecar(**settings)
-    wait_for(lambda: all_match(r, sim, tokens), timeout, what="live")
-    return tokens, r, proc
-
-
-def http_get(proc: SidecarProcess, path: str) -> tuple[int, bytes]:
-    """(status, body); status 0 while nothing listens yet."""
-    url = f"http://127.0.0.1:{proc.metrics_port}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return 0, b""
-
-
 def health_json(proc: SidecarProcess, path: str = "/healthz") -> tuple[int, dict[str, Any]]:
-    status, body = http_get(proc, path)
+    status, body = proc.http_get(path)
     return status, (json.loads(body) if body else {})
-
-
-def hashes(r: redis.Redis, tokens: list[str]) -> list[dict[str, str]]:
-    pipe = r.pipeline(transaction=False)
-    for t in tokens:
-        pipe.hgetall(P + "quote:" + t)
-    return pipe.execute()
 
 
 def sent_ops(sim: Simulator) -> list[dict[str, Any]]:
@@ -112,19 +66,6 @@ def sent_ops(sim: Simulator) -> list[dict[str, Any]]:
 
 def unsubscribed_ids(sim: Simulator) -> set[str]:
     return {t for op in sent_ops(sim) if op.get("operation") == "unsubscribe" for t in op["assets_ids"]}
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def move_truth(sim: Simulator, token: str, delta: int = 1) -> None:
-    """A real top-of-book change (size at the best bid), so 'equal to truth' means 'saw it'."""
-    top = sim.truth(token)
-    sim.price_change([(token, "BUY", top.bid, str(Decimal(top.bid_size) + delta))])
 
 
 def stale_since(listener: QuoteListener, token: str, index: int) -> bool:
@@ -186,11 +127,11 @@ def test_redis_unavailable_at_startup_retries_reports_not_ready_then_works(
     redis_server.stop()
     launched = time.monotonic()
     proc = sidecar()
-    wait_for(lambda: http_get(proc, "/metrics")[0] == 200, 10, what="/metrics served without Redis")
+    wait_for(lambda: proc.http_get("/metrics")[0] == 200, 10, what="/metrics served without Redis")
     started = time.monotonic()
     status, body = health_json(proc, "/healthz")
     assert status == 503 and body["redis"] is False, body
-    assert http_get(proc, "/readyz")[0] == 503
+    assert proc.http_get("/readyz")[0] == 503
     assert metric(proc, "pm_sidecar_redis_up") == 0
     # It keeps retrying (errors keep coming) but with backoff, not in a busy loop.
     wait_metric(proc, "pm_sidecar_redis_errors_total", 2, timeout=15, component="writer")
@@ -201,7 +142,7 @@ def test_redis_unavailable_at_startup_retries_reports_not_ready_then_works(
     most = 2 * (backoff_attempts(down_for, first=0.1, cap=5.0) + 1)
     assert errors <= most, f"{errors} Redis errors in {down_for:.1f}s (backoff allows {most})"
     assert proc.proc.poll() is None
-    assert http_get(proc, "/healthz")[0] == 503
+    assert proc.http_get("/healthz")[0] == 503
     assert sim.handshakes == 0, "no desired set yet: nothing to subscribe"
 
     redis_server.start()
@@ -214,8 +155,8 @@ def test_redis_unavailable_at_startup_retries_reports_not_ready_then_works(
     # socket, its snapshot and a write: a second or two.
     most = backoff_wait(appeared - launched, first=0.1, cap=5.0) + 2.0
     assert took < most, f"took {took:.1f}s after Redis appeared (backoff allows {most:.1f}s)"
-    wait_for(lambda: http_get(proc, "/healthz")[0] == 200, 5, what="/healthz 200")
-    wait_for(lambda: http_get(proc, "/readyz")[0] == 200, 5, what="/readyz 200")
+    wait_for(lambda: proc.http_get("/healthz")[0] == 200, 5, what="/healthz 200")
+    wait_for(lambda: proc.http_get("/readyz")[0] == 200, 5, what="/readyz 200")
     assert r.get(P + "sidecar:alive") == r.hget(P + "sidecar", "epoch")
     wait_for(lambda: metric(proc, "pm_sidecar_redis_up") == 1, 5, what="redis_up gauge 1")
     print(f"{errors:.0f} Redis errors in {down_for:.1f}s down; live {took:.2f}s after Redis appeared")
@@ -256,7 +197,7 @@ def test_redis_restart_rewrites_the_full_state_of_every_token(
     wait_for(lambda: r.hget(P + "sidecar", "heartbeat_at") != beat, 3, interval=0.005, what="a summary write")
     redis_server.stop()
     if outage_s:
-        wait_for(lambda: http_get(proc, "/healthz")[0] == 503, 10, what="/healthz 503 during the outage")
+        wait_for(lambda: proc.http_get("/healthz")[0] == 503, 10, what="/healthz 503 during the outage")
         wait_for(lambda: metric(proc, "pm_sidecar_redis_up") == 0, 5, what="redis_up gauge 0")
         deadline = time.monotonic() + outage_s
         while time.monotonic() < deadline:  # the outage itself; the sidecar keeps running
@@ -301,7 +242,7 @@ def test_redis_restart_rewrites_the_full_state_of_every_token(
     r.sadd(P + "desired", *tokens, extra)
     r.publish(P + "desired:changed", "1")
     wait_for(lambda: all_match(r, sim, [extra]), 3, what="new token from the rewritten desired set live")
-    wait_for(lambda: http_get(proc, "/healthz")[0] == 200, 5, what="/healthz 200 again")
+    wait_for(lambda: proc.http_get("/healthz")[0] == 200, 5, what="/healthz 200 again")
     assert sim.violations == []
     print(f"state restored {took:.2f}s after Redis came back (outage {outage_s}s)")
     assert proc.terminate() == 0
@@ -345,7 +286,7 @@ def test_stalled_redis_never_blocks_the_sockets_and_the_backlog_drains(
     wait_metric(proc, "pm_sidecar_events_total", 200, timeout=10, type="price_change")
     handshakes = sim.handshakes
     pings = sum(c.pings for c in sim.connections())
-    rss_before = rss_kb(proc.proc.pid)
+    rss_before = proc_status(proc.pid).rss_kb
     stall_s = 3.0
 
     blocker: threading.Thread | None = None
@@ -377,7 +318,7 @@ def test_stalled_redis_never_blocks_the_sockets_and_the_backlog_drains(
     wait_for(lambda: all_match(r, sim, tokens), 3, interval=0.1, what="quotes equal truth after the stall")
     assert sim.handshakes == handshakes, "no socket reconnect"
     assert metric(proc, "pm_sidecar_reconnects_total") == 0, "no PONG timeout, no silence replacement"
-    growth = rss_kb(proc.proc.pid) - rss_before
+    growth = proc_status(proc.pid).rss_kb - rss_before
     print(f"{stall}: backlog max {max(backlog):.0f}, loop lag max {max(lags):.3f}s, {pings_during} PINGs")
     assert growth < 50_000, f"RSS grew {growth} kB over a {stall_s}s stall"
     assert proc.terminate() == 0

@@ -10,55 +10,13 @@ import urllib.request
 
 import orjson
 import pytest
-import redis
 from pmsim import Simulator
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import Samples, SidecarProcess, scrape_metrics, wait_for
-from tests.integration.test_integration_core import all_match, quote
+from devkit.scrape import families, metric, wait_metric
+from devkit.wait import wait_for
+from tests.integration.common import P, all_match, quote, statuses
 
 pytestmark = pytest.mark.integration
-
-P = "pm:"
-
-
-def scrape(proc: SidecarProcess) -> Samples:
-    return scrape_metrics(proc.metrics_port)
-
-
-def metric(proc: SidecarProcess, name: str, **labels: str) -> float:
-    samples = scrape(proc).get(name, {})
-    if not labels:
-        return sum(samples.values())
-    want = set(labels.items())
-    return sum(v for k, v in samples.items() if want <= set(k))
-
-
-def wait_metric(
-    proc: SidecarProcess, name: str, at_least: float, timeout: float = 5.0, **labels: str
-) -> None:
-    """Metrics come from a snapshot refreshed every second: wait for a value, do not race it."""
-    wait_for(lambda: metric(proc, name, **labels) >= at_least, timeout, interval=0.1, what=f"{name}{labels}")
-
-
-def families(proc: SidecarProcess) -> set[str]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=5) as resp:
-        return {f.name for f in text_string_to_metric_families(resp.read().decode())}
-
-
-def http_status(proc: SidecarProcess, path: str) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}{path}", timeout=5) as resp:
-            return resp.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
-def statuses(r: redis.Redis, tokens: list[str]) -> set[str]:
-    pipe = r.pipeline()
-    for t in tokens:
-        pipe.hget(P + "quote:" + t, "status")
-    return set(pipe.execute())
 
 
 def test_thousand_tokens_shard_over_five_sockets_and_all_go_live(redis_server, sim, sidecar) -> None:
@@ -81,7 +39,7 @@ def test_thousand_tokens_shard_over_five_sockets_and_all_go_live(redis_server, s
     assert sim.violations == []
     wait_for(lambda: r.hget(P + "sidecar", "live") == "1000", 5, what="sidecar hash counts")
     assert r.hget(P + "sidecar", "connections_up") == "5"
-    assert http_status(proc, "/readyz") == 200
+    assert proc.http_get("/readyz")[0] == 200
     assert proc.terminate() == 0
 
 
@@ -252,15 +210,15 @@ def test_metrics_families_and_health_endpoints(redis_server, sim: Simulator, sid
     assert metric(proc, "pm_sidecar_tokens", status="live") == 2
     assert metric(proc, "pm_sidecar_quote_health") == 1.0
     assert all_match(r, sim, tokens), "bad frames must not disturb good quotes"
-    assert http_status(proc, "/healthz") == 200
-    assert http_status(proc, "/readyz") == 200
+    assert proc.http_get("/healthz")[0] == 200
+    assert proc.http_get("/readyz")[0] == 200
     sim.reject_handshakes(503, 10_000)  # the exchange is down for a while
     sim.drop()
-    wait_for(lambda: http_status(proc, "/readyz") == 503, 5, what="not ready while quotes are stale")
-    assert http_status(proc, "/healthz") == 200, "connection trouble is not process ill-health"
+    wait_for(lambda: proc.http_get("/readyz")[0] == 503, 5, what="not ready while quotes are stale")
+    assert proc.http_get("/healthz")[0] == 200, "connection trouble is not process ill-health"
     wait_metric(proc, "pm_sidecar_connect_failures_total", 1, reason="http_503")
     sim.reject_handshakes(503, 0)
-    wait_for(lambda: http_status(proc, "/readyz") == 200, 40, what="ready again")
+    wait_for(lambda: proc.http_get("/readyz")[0] == 200, 40, what="ready again")
     assert proc.terminate() == 0
 
 

@@ -17,22 +17,14 @@ import pytest
 import redis
 from pmsim import Simulator
 
+from devkit.redis_server import RedisServer, quiet_client
+from devkit.scrape import wait_metric
+from devkit.wait import wait_for
 from sidecar.config import Settings
 from sidecar.core.engine import QuoteWrite
 from sidecar.shell.redisconn import make_client
 from sidecar.shell.writer import QuoteWriter
-from tests.helpers import RedisServer, wait_for
-from tests.integration.test_integration_core import all_match
-from tests.integration.test_integration_faults import (
-    BUSY_SCRIPT,
-    P,
-    hashes,
-    http_get,
-    move_truth,
-    quiet_client,
-    start_live,
-)
-from tests.integration.test_integration_health import wait_metric
+from tests.integration.common import BUSY_SCRIPT, P, all_match, hashes, move_truth, start_live
 
 pytestmark = pytest.mark.integration
 
@@ -119,7 +111,7 @@ def test_sigterm_with_redis_busy_exits_in_time_and_leaves_nothing_live(
 def test_sigterm_with_redis_down_exits_in_time(redis_server: RedisServer, sim: Simulator, sidecar) -> None:
     _, _, proc = start_live(redis_server, sim, sidecar, 1)
     redis_server.stop()
-    wait_for(lambda: http_get(proc, "/healthz")[0] == 503, 5, what="the writer noticing Redis is gone")
+    wait_for(lambda: proc.http_get("/healthz")[0] == 503, 5, what="the writer noticing Redis is gone")
     started = time.monotonic()
     assert proc.terminate(signal.SIGTERM, timeout=10) == 0
     elapsed = time.monotonic() - started

@@ -10,36 +10,26 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from pmsim import Simulator
-from pmsim.tls import SelfSigned, make_self_signed
+from pmsim.tls import SelfSigned
 
-from tests.helpers import RedisServer, Samples, SidecarProcess, scrape_metrics, sidecar_env, wait_for
+from devkit.procs import SidecarProcess, sidecar_env
+from devkit.redis_server import RedisServer
+from devkit.scrape import Samples, scrape, total
+from devkit.simfix import trust
+from devkit.truth import truth_top
+from devkit.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
 P = "pm:"
 RUN_S = 60.0
 CHURN_EVERY_S = 0.25
-
-
-@pytest.fixture
-def cert(tmp_path: Path) -> SelfSigned:
-    return make_self_signed(tmp_path / "tls")
-
-
-@pytest.fixture
-def tls_sim(cert: SelfSigned) -> Iterator[Simulator]:
-    with Simulator(seed=11, tls=cert.server_context()) as sim:
-        yield sim
-
-
-def total(samples: Samples, name: str) -> float:
-    return sum(samples.get(name, {}).values())
+TLS_SIM_SEED = 11
 
 
 def by_label(samples: Samples, name: str) -> dict[str, float]:
@@ -51,13 +41,9 @@ def live_and_true(r: redis.Redis, sim: Simulator, tokens: list[str]) -> list[str
     wrong = []
     for token in tokens:
         q = r.hgetall(P + "quote:" + token)
-        t = sim.truth(token)
         if (q.get("status"), q.get("bid"), q.get("bid_size"), q.get("ask"), q.get("ask_size")) != (
             "live",
-            t.bid,
-            t.bid_size,
-            t.ask,
-            t.ask_size,
+            *truth_top(sim, token),
         ):
             wrong.append(token)
     return wrong
@@ -86,12 +72,12 @@ def test_wss_survives_a_minute_of_load_and_churn(
         # read at full speed, which is what used to corrupt it.
         ping_interval_s=0.02,
     )
-    env["WEBSOCKET_CLIENT_CA_BUNDLE"] = str(cert.cert)
+    trust(env, cert)
     proc = SidecarProcess(env, tmp_path / "sidecar.log")
     try:
         wait_for(lambda: not live_and_true(r, sim, sorted(desired)), 20, what="all desired tokens live")
         sim.start_activity(600.0)  # every token in the pool, desired or not: siblings leak too
-        start = scrape_metrics(proc.metrics_port)
+        start = scrape(proc)
         end_at = time.monotonic() + RUN_S
         swaps = 0
         while time.monotonic() < end_at:
@@ -111,7 +97,7 @@ def test_wss_survives_a_minute_of_load_and_churn(
         sim.stop_activity()
         final = sorted(desired)
         wait_for(lambda: not live_and_true(r, sim, final), 20, what="every desired token live at the truth")
-        end = scrape_metrics(proc.metrics_port)
+        end = scrape(proc)
     finally:
         log = proc.log()
         killed_at = time.monotonic()

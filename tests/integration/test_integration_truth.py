@@ -4,7 +4,7 @@ The real sidecar over TLS against the self-signed simulator and a real redis-ser
 activity and a fault schedule: Redis restarted empty and from an older snapshot while REST
 confirmations of quiet tokens are in flight, broadcast-only (relay_only) zombies, crossing trades,
 bad price_change entries, socket drops and a subscription the exchange withholds. Sampled every
-100 ms (tests/truth.py), the two properties of the product must hold throughout:
+100 ms (devkit/truth.py), the two properties of the product must hold throughout:
 
 1. no token is ``live`` and different from the simulator's truth for more than 1 s;
 2. no token the exchange serves is non-live in Redis for more than SIDECAR_SILENCE_MAX_S + 10 s.
@@ -13,22 +13,25 @@ bad price_change entries, socket drops and a subscription the exchange withholds
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import redis
 from pmsim import Simulator
-from pmsim.tls import SelfSigned, make_self_signed
+from pmsim.tls import SelfSigned
 
-from tests.helpers import RedisServer, Samples, SidecarProcess, scrape_metrics, sidecar_env, wait_for
-from tests.integration.test_integration_core import all_match
-from tests.integration.test_integration_faults import move_truth
-from tests.truth import P, TruthWatch, withheld_tokens
+from devkit.procs import SidecarProcess, sidecar_env
+from devkit.redis_server import RedisServer
+from devkit.scrape import scrape, total
+from devkit.simfix import trust
+from devkit.truth import TruthWatch, withheld_tokens
+from devkit.wait import wait_for
+from tests.integration.common import P, all_match, move_truth, new_tokens
 
 pytestmark = pytest.mark.integration
 
+TLS_SIM_SEED = 13
 SILENCE_MAX_S = 5.0
 PROBE_TIMEOUT_S = 1.5
 STUCK_LIMIT_S = SILENCE_MAX_S + 10
@@ -36,30 +39,6 @@ STUCK_LIMIT_S = SILENCE_MAX_S + 10
 # exchange was withholding it: its stale subscription is only redriven after this patience.
 CONFIRM_TIMEOUT_S = 20.0
 REST_DELAY_S = 3.0
-
-
-@pytest.fixture
-def cert(tmp_path: Path) -> SelfSigned:
-    return make_self_signed(tmp_path / "tls")
-
-
-@pytest.fixture
-def tls_sim(cert: SelfSigned) -> Iterator[Simulator]:
-    with Simulator(seed=13, tls=cert.server_context()) as sim:
-        yield sim
-
-
-def new_tokens(sim: Simulator, markets: int) -> list[str]:
-    """Token ids of `markets` new markets, siblings next to each other."""
-    ids = [sim.add_market() for _ in range(markets)]
-    by_market = sim.markets()
-    return [t for m in ids for t in by_market[m]]
-
-
-def counter(samples: Samples, name: str, **labels: str) -> float:
-    """Sum of a counter's samples whose labels include `labels`."""
-    want = set(labels.items())
-    return sum(v for key, v in samples.get(name, {}).items() if want <= set(key))
 
 
 def conn_of(sim: Simulator, token: str) -> int:
@@ -144,7 +123,7 @@ def test_truth_under_faults_over_tls(
         quiet_confirm_s=2,
         confirm_timeout_s=CONFIRM_TIMEOUT_S,
     )
-    env["WEBSOCKET_CLIENT_CA_BUNDLE"] = str(cert.cert)
+    trust(env, cert)
     proc = SidecarProcess(env, tmp_path / "sidecar.log")
     watch: TruthWatch | None = None
     try:
@@ -159,7 +138,7 @@ def test_truth_under_faults_over_tls(
         wait_for(lambda: all_match(r, sim, tokens), 10, what="the lonely quiet tokens live")
         lonely_conn = conn_of(sim, lonely[0])
         assert sim.conn(lonely_conn).subscribed == set(lonely), "the lonely tokens share a socket"
-        start = scrape_metrics(proc.metrics_port)
+        start = scrape(proc)
         sim.rest_delay(REST_DELAY_S)  # REST answers held: older than the socket's events by then
         sim.start_activity(150, busy)
         sim.start_broadcasts(0.5)  # new_market broadcasts: what a relay_only zombie keeps sending
@@ -251,7 +230,7 @@ def test_truth_under_faults_over_tls(
         watch.stop()
         sim.stop_activity()
         sim.stop_broadcasts()
-        end = scrape_metrics(proc.metrics_port)
+        end = scrape(proc)
         log = proc.log()
         sampled_s = time.monotonic() - began
         stopped = time.monotonic()
@@ -299,12 +278,12 @@ def test_truth_under_faults_over_tls(
         assert took <= SILENCE_MAX_S + PROBE_TIMEOUT_S + 1.0, f"zombie {conn_id} closed after {took:.1f}s"
 
     def moved(name: str, **labels: str) -> float:
-        return counter(end, name, **labels) - counter(start, name, **labels)
+        return total(end, name, **labels) - total(start, name, **labels)
 
     # Reconnects: the three zombies, and the drops (one socket, one socket, then all five). Any
     # other reason, or one more, is a socket lost that the schedule did not drop (over TLS).
     reasons = {
-        dict(key).get("reason", ""): v - counter(start, "pm_sidecar_reconnects_total", **dict(key))
+        dict(key).get("reason", ""): v - total(start, "pm_sidecar_reconnects_total", **dict(key))
         for key, v in end.get("pm_sidecar_reconnects_total", {}).items()
     }
     reasons = {k: v for k, v in reasons.items() if v}

@@ -14,13 +14,12 @@ import time
 import pytest
 from pmsim import Simulator
 
-from tests.helpers import RedisServer, wait_for
-from tests.integration.test_integration_core import all_match
-from tests.integration.test_integration_health import wait_metric
+from devkit.redis_server import RedisServer
+from devkit.scrape import wait_metric
+from devkit.wait import wait_for
+from tests.integration.common import P, all_match
 
 pytestmark = pytest.mark.integration
-
-P = "pm:"
 
 
 def test_a_socket_relaying_only_broadcasts_is_replaced_and_its_quotes_withdrawn(

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from pmsim import Simulator
 
+from devkit.procs import SidecarProcess, sidecar_env
+from devkit.redis_server import RedisServer
+from devkit.wait import wait_for
 from sidecar.client import QuoteClient
-from tests.helpers import RedisServer, SidecarProcess, sidecar_env, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,11 @@ import pytest
 import redis
 from pmsim import Simulator
 
+from devkit.procs import SidecarProcess
+from devkit.redis_server import RedisServer
+from devkit.wait import wait_for
 from sidecar import status_view as view
 from sidecar.client import QuoteClient
-from tests.helpers import RedisServer, SidecarProcess, wait_for
 
 pytestmark = pytest.mark.integration
 

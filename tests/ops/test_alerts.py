@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from tests.helpers import scrape_metrics, wait_for
+from devkit.scrape import scrape, scrape_text
+from devkit.wait import wait_for
 from tests.prom_helpers import (
     ALERTS,
     ALERTS_TEST,
@@ -29,7 +30,6 @@ from tests.prom_helpers import (
     P,
     exported_names,
     load_rules,
-    raw_scrape,
     require_binary,
     start_live_sidecar,
 )
@@ -210,14 +210,11 @@ def test_promtool_check_metrics_accepts_a_real_scrape_with_every_alert_metric(
     proc, _ = start_live_sidecar(redis_server, sim, sidecar)
     # the histograms have observations once quotes were written
     wait_for(
-        lambda: (
-            scrape_metrics(proc.metrics_port).get("pm_sidecar_receive_to_redis_seconds_count", {}).get((), 0)
-            > 0
-        ),
+        lambda: scrape(proc).get("pm_sidecar_receive_to_redis_seconds_count", {}).get((), 0) > 0,
         5,
         what="a receive->Redis observation",
     )
-    text = raw_scrape(proc.metrics_port)
+    text = scrape_text(proc)
     out = run([promtool, "check", "metrics"], stdin=text)
     assert (out.returncode, out.stdout + out.stderr) == (0, "")
     names = exported_names(text)
@@ -233,7 +230,7 @@ def test_alive_key_ttl_metric_follows_the_key_in_redis(redis_server, sim, sideca
     r = redis_server.client()
 
     def metric() -> float:
-        return scrape_metrics(proc.metrics_port)["pm_sidecar_alive_key_ttl_seconds"][()]
+        return scrape(proc)["pm_sidecar_alive_key_ttl_seconds"][()]
 
     wait_for(lambda: metric() > 0, 2, what="the first alive-key write")
     key = P + "sidecar:alive"

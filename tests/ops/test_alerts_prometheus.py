@@ -10,20 +10,22 @@ SIGKILLed -> PmSidecarDown fires; the sidecar restarted -> it resolves.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
-import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from tests.helpers import free_port, wait_for
+from devkit.net import free_port
+from devkit.procs import ChildProcess
+from devkit.wait import wait_for
 from tests.prom_helpers import ALERTS, P, load_rules, require_binary, start_live_sidecar
 
 FOR = "2s"
@@ -38,7 +40,7 @@ def short_for_rules(dest: Path) -> Path:
     return dest
 
 
-class Prometheus:
+class Prometheus(ChildProcess):
     """A throwaway Prometheus server: one scrape job for the sidecar, rules evaluated every second."""
 
     def __init__(self, binary: str, tmp: Path, target_port: int) -> None:
@@ -52,19 +54,14 @@ class Prometheus:
             ],
         }
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.log_path = tmp / "prometheus.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={tmp / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=warn",
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        argv = [
+            binary,
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
+        super().__init__(argv, dict(os.environ), tmp / "prometheus.log", cwd=tmp)
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as resp:
@@ -98,18 +95,8 @@ class Prometheus:
         result = self.get(f'/api/v1/query?query=up{{job="{JOB}"}}')["data"]["result"]
         return float(result[0]["value"][1]) if result else None
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
+        self.shutdown(signal.SIGTERM, 10)
 
 
 def evaluated_since(prom: Prometheus, seen: str) -> Callable[[], bool]:
@@ -126,23 +113,18 @@ def prometheus_binary() -> str:
 
 
 @pytest.fixture
-def start_prometheus(prometheus_binary: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
-    servers: list[Prometheus] = []
-
+def start_prometheus(
+    prometheus_binary: str, tmp_path: Path, children: list[Any]
+) -> Callable[[int], Prometheus]:
     def start(target_port: int) -> Prometheus:
         prom_dir = tmp_path / "prometheus"
         prom_dir.mkdir()
         server = Prometheus(prometheus_binary, prom_dir, target_port)
-        servers.append(server)
+        children.append(server)
         wait_for(server.ready, 20, interval=0.1, what="prometheus /-/ready")
         return server
 
-    yield start
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    for server in servers:
-        server.stop()
-        if failed:
-            print(f"---- prometheus log ----\n{server.log()[-4000:]}")
+    return start
 
 
 def test_short_for_copy_keeps_every_expression() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from devkit import REPO
 
 DEPLOY = REPO / "deploy"
 UNITS = ("pm-sidecar.service", "pm-sidecar-bridge.service")

@@ -15,7 +15,9 @@ from types import ModuleType
 import pytest
 import redis
 
-from tests.helpers import REPO, free_port, wait_for
+from devkit import REPO
+from devkit.net import free_port
+from devkit.wait import wait_for
 
 integration = pytest.mark.integration
 

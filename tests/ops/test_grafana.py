@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from tests.helpers import REPO
-from tests.prom_helpers import exported_names, raw_scrape, require_binary, start_live_sidecar
+from devkit import REPO
+from devkit.scrape import scrape_text
+from tests.prom_helpers import exported_names, require_binary, start_live_sidecar
 
 GRAFANA = REPO / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "pm-sidecar.json"
@@ -106,5 +107,5 @@ def test_every_metric_the_dashboard_queries_is_exported_by_the_running_sidecar(
     redis_server, sim, sidecar
 ) -> None:
     proc, _ = start_live_sidecar(redis_server, sim, sidecar)
-    names = exported_names(raw_scrape(proc.metrics_port)) | {"up"}  # up: Prometheus's own
+    names = exported_names(scrape_text(proc)) | {"up"}  # up: Prometheus's own
     assert sorted(metrics_used() - names) == []

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from devkit import REPO
 from sidecar.config import Settings
-from tests.helpers import REPO
 
 ROW = re.compile(r"^\| `(SIDECAR_[A-Z0-9_]+)` \| ([^|]+) \| (.+) \|$")
 ENV_LINE = re.compile(r"^# (SIDECAR_[A-Z0-9_]+)=(.*)$")

@@ -16,8 +16,8 @@ import fakeredis
 import pytest
 
 import sidecar.shell.app as app
+from devkit.wait import wait_for
 from sidecar.config import Settings
-from tests.helpers import wait_for
 
 P = "pm:"
 ALIVE = P + "sidecar:alive"

@@ -23,8 +23,9 @@ import pytest
 from pmsim import Simulator
 from pmsim.tls import SelfSigned, make_self_signed
 
+from devkit.net import free_port
+from devkit.wait import wait_for
 from sidecar.shell.connection import SocketRunner
-from tests.helpers import free_port, wait_for
 
 
 @pytest.fixture(scope="module")

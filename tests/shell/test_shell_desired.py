@@ -12,9 +12,9 @@ import fakeredis
 import pytest
 import redis
 
+from devkit.wait import wait_for
 from sidecar.shell import desired
 from sidecar.shell.desired import DesiredReader
-from tests.helpers import wait_for
 
 P = "pm:"
 

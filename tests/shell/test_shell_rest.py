@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from devkit.net import free_port
 from sidecar.shell import rest
 from sidecar.shell.rest import RestClient
-from tests.helpers import free_port
 
 
 class Stub:

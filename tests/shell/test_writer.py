@@ -16,9 +16,9 @@ import orjson
 import pytest
 import redis
 
+from devkit.wait import wait_for
 from sidecar.core.engine import QuoteWrite
 from sidecar.shell.writer import QuoteWriter
-from tests.helpers import wait_for
 
 P = "pm:"
 A = "1111"

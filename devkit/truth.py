@@ -6,7 +6,8 @@
    Redis for at most ``stuck_limit`` seconds (StuckCheck).
 
 The checks are pure (time and observations passed in) so they are unit tested on their own;
-TruthWatch is the thin sampler that feeds them every 100 ms from Redis and the simulator.
+TruthWatch is the thin sampler that feeds them every 100 ms from Redis and the simulator; the
+integration tests and the soak use it.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from dataclasses import dataclass
 
 import redis
 from pmsim import Simulator
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from tests.helpers import RedisServer
+from devkit.redis_server import RedisServer, quiet_client
 
 P = "pm:"
 TOP_FIELDS = ("status", "bid", "bid_size", "ask", "ask_size")
@@ -30,15 +29,10 @@ EXTRA_FIELDS = ("seq", "updated_at", "epoch")
 Top = tuple[str, str, str, str]  # bid, bid_size, ask, ask_size
 
 
-def quiet_client(server: RedisServer, timeout: float = 1.0) -> redis.Redis:
-    """A client that fails fast instead of retrying for seconds (redis-py retries by default)."""
-    return redis.Redis(
-        port=server.port,
-        decode_responses=True,
-        socket_timeout=timeout,
-        socket_connect_timeout=0.3,
-        retry=Retry(NoBackoff(), 0),
-    )
+def truth_top(sim: Simulator, token: str) -> Top:
+    """The simulator's true top of book as (bid, bid_size, ask, ask_size) wire strings."""
+    t = sim.truth(token)
+    return (t.bid, t.bid_size, t.ask, t.ask_size)
 
 
 @dataclass(frozen=True)
@@ -188,10 +182,6 @@ class TruthWatch(threading.Thread):
     def violations(self) -> list[str]:
         return self.live_wrong.violations
 
-    def _top(self, token: str) -> Top:
-        t = self.sim.truth(token)
-        return (t.bid, t.bid_size, t.ask, t.ask_size)
-
     def run(self) -> None:
         try:
             self._watch()
@@ -207,7 +197,7 @@ class TruthWatch(threading.Thread):
 
     def _sample(self, started: float) -> None:
         withheld = withheld_tokens(self.sim) if self.stuck is not None else set()
-        before = [self._top(t) for t in self.tokens]
+        before = [truth_top(self.sim, t) for t in self.tokens]
         try:
             pipe = self.r.pipeline(transaction=False)
             for t in self.tokens:
@@ -218,7 +208,7 @@ class TruthWatch(threading.Thread):
             if self.stuck is not None:
                 self.stuck.unreadable(started)
             return
-        after = [self._top(t) for t in self.tokens]
+        after = [truth_top(self.sim, t) for t in self.tokens]
         if self.stuck is not None:
             withheld &= withheld_tokens(self.sim)  # withheld for the whole read
         self.samples += 1
