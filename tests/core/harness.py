@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
+from pmsim import messages
 
 from sidecar.core.engine import Close, Engine, EngineConfig, Open, QuoteWrite, RestFetch, Send
 from sidecar.core.protocol import is_token_id
@@ -76,8 +77,7 @@ def top(fields: dict[str, str]) -> tuple[str, str, str, str]:
     return fields["bid"], fields["bid_size"], fields["ask"], fields["ask_size"]
 
 
-def levels(pairs: Iterable[Level]) -> list[dict[str, str]]:
-    return [{"price": p, "size": s} for p, s in pairs]
+levels = messages.levels
 
 
 def book_ev(
@@ -89,66 +89,33 @@ def book_ev(
     names: tuple[str, str] = ("bids", "asks"),
     **extra: Any,
 ) -> dict[str, Any]:
-    return {
-        "event_type": "book",
-        "asset_id": asset,
-        "market": market,
-        names[0]: levels(bids),
-        names[1]: levels(asks),
-        "timestamp": str(ts),
-        "hash": "0xabc",
-        **extra,
-    }
+    """A ``book`` (``names=("buys", "sells")``: the older docs' side names); extra fields as given."""
+    naming: messages.BookNaming = "buys_sells" if names == ("buys", "sells") else "bids_asks"
+    assert names in (("bids", "asks"), ("buys", "sells")), names
+    return {**messages.book(asset, market, bids, asks, ts, hash="0xabc", naming=naming), **extra}
 
 
 def pc_entry(
     asset: str, price: str, size: str, side: str, best_bid: str | None = None, best_ask: str | None = None
 ) -> dict[str, Any]:
-    entry: dict[str, Any] = {"asset_id": asset, "price": price, "size": size, "side": side, "hash": "h"}
-    if best_bid is not None:
-        entry["best_bid"] = best_bid
-    if best_ask is not None:
-        entry["best_ask"] = best_ask
-    return entry
+    return messages.price_change_entry(asset, price, size, side, "h", best_bid, best_ask)
 
 
 def pc_ev(entries: Sequence[dict[str, Any]], ts: int | str = TS0, market: str = "0xmarket") -> dict[str, Any]:
     """A price_change in the schema live since 2025-09-15."""
-    return {
-        "event_type": "price_change",
-        "market": market,
-        "timestamp": str(ts),
-        "price_changes": list(entries),
-    }
+    return messages.price_change(market, entries, ts)
 
 
 def legacy_pc_ev(asset: str, changes: Sequence[tuple[str, str, str]], ts: int | str = TS0) -> dict[str, Any]:
-    """The legacy per-asset schema: ``changes: [{price, side, size}]``."""
-    return {
-        "event_type": "price_change",
-        "asset_id": asset,
-        "market": "0xmarket",
-        "timestamp": str(ts),
-        "changes": [{"price": p, "side": side, "size": s} for p, side, s in changes],
-    }
+    """The legacy per-asset schema; ``changes`` are (price, side, size)."""
+    return messages.legacy_price_change(asset, "0xmarket", changes, ts, "0xabc")
 
 
 def trade_ev(asset: str, price: str, size: str, side: str, ts: int | str = TS0) -> dict[str, Any]:
-    return {
-        "event_type": "last_trade_price",
-        "asset_id": asset,
-        "market": "0xmarket",
-        "price": price,
-        "size": size,
-        "side": side,
-        "timestamp": str(ts),
-        "fee_rate_bps": "0",
-    }
+    return messages.last_trade_price(asset, "0xmarket", price, size, side, ts)
 
 
-def encode(*events: Any) -> bytes:
-    """One event as a JSON object frame, several as one JSON array frame (as the server does)."""
-    return orjson.dumps(events[0] if len(events) == 1 else list(events))
+encode = messages.encode
 
 
 # ---- the fake shell + exchange -------------------------------------------------------------------
