@@ -24,26 +24,26 @@ integration: $(STAMP)
 	$(PY) -m pytest -q -m integration
 
 lint: $(STAMP)
-	$(PY) -m ruff check sidecar sim devkit tests scripts examples
-	$(PY) -m ruff format --check sidecar sim devkit tests scripts examples
+	$(PY) -m ruff check sidecar sim devkit tests examples
+	$(PY) -m ruff format --check sidecar sim devkit tests examples
 	$(PY) -m mypy sidecar
 
 demo: $(STAMP)
 	$(PY) -m devkit.demo
 
 bench: $(STAMP)
-	$(PY) scripts/bench.py
-	$(PY) scripts/bench_client.py
-	$(PY) scripts/bench_bridge.py
+	$(PY) -m devkit.bench
+	$(PY) -m devkit.bench.client
+	$(PY) -m devkit.bench.bridge
 
 bench-client: $(STAMP)
-	$(PY) scripts/bench_client.py
+	$(PY) -m devkit.bench.client
 
 bench-bridge: $(STAMP)
-	$(PY) scripts/bench_bridge.py
+	$(PY) -m devkit.bench.bridge
 
 soak: $(STAMP)
-	$(PY) scripts/soak.py
+	$(PY) -m devkit.soak
 
 run: $(STAMP)
 	$(PY) -m sidecar run

@@ -4,7 +4,7 @@ The thin shell around :mod:`sidecar.bridge_core`: it reads ``P desired`` and the
 :class:`sidecar.client.QuoteClient` every ``poll_s`` (one ``SMEMBERS`` and one pipelined round
 trip of ``HGETALL`` + the alive key), and rewrites the file atomically when an entry changed, and
 at least every ``heartbeat_s``. Polling, not pub/sub: at 140 tokens and ~260 events/s it costs a
-few percent of a core (scripts/bench_bridge.py), reads the alive key and the unpublished
+few percent of a core (``python -m devkit.bench.bridge``), reads the alive key and the unpublished
 ``updated_at`` refreshes every time, and has no subscription to lose in a Redis restart.
 
 Imports only the client package, the dependency-free ``sidecar.systemd`` (sd_notify) and

@@ -3,7 +3,7 @@
 The production failure this project exists to fix was a fixed "no message" guard reconnecting
 quiet sockets. This runs the real sidecar (default settings) against the simulator with sleepy
 tokens for ``--minutes`` and fails unless there were zero silence-triggered reconnects while every
-quote stayed live. Not a unit test: ``python scripts/quiet_run.py --minutes 60``.
+quote stayed live. Not a unit test: ``python -m devkit.quiet_run --minutes 60``.
 """
 
 from __future__ import annotations
@@ -17,22 +17,16 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from pmsim import Simulator
 
-from pmsim import Simulator  # noqa: E402
-
-from tests.helpers import RedisServer, SidecarProcess, scrape_metrics, sidecar_env, wait_for  # noqa: E402
-
-
-def total(samples: dict, name: str, **labels: str) -> float:
-    want = set(labels.items())
-    return sum(v for k, v in samples.get(name, {}).items() if want <= set(k))
+from devkit.procs import SidecarProcess, sidecar_env
+from devkit.redis_server import RedisServer
+from devkit.scrape import scrape, total
+from devkit.wait import wait_for
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devkit.quiet_run", description=__doc__)
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--report-every", type=float, default=300.0, help="seconds between lines")
@@ -83,7 +77,7 @@ def main() -> int:
             not_live_samples += sum(1 for s in statuses if s != "live")
             if time.monotonic() >= next_report:
                 next_report += args.report_every
-                m = scrape_metrics(proc.metrics_port)
+                m = scrape(proc.metrics_port)
                 print(
                     f"t={time.monotonic() - start:6.0f}s handshakes={sim.handshakes} "
                     f"reconnects={total(m, 'pm_sidecar_reconnects_total'):.0f} "
@@ -96,7 +90,7 @@ def main() -> int:
                     flush=True,
                 )
             time.sleep(1.0)
-        m = scrape_metrics(proc.metrics_port)
+        m = scrape(proc.metrics_port)
         silence = total(m, "pm_sidecar_reconnects_total", reason="silence")
         reconnects = total(m, "pm_sidecar_reconnects_total")
         ok = silence == 0 and reconnects == 0 and sim.handshakes == 2

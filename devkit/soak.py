@@ -19,7 +19,7 @@ load stops every quote is live and equal to the truth again within 60 s; the tru
 Redis every time but at most once (the Redis restart). --tls serves the market channel as wss://.
 Results, samples included, go to --out (soak-results.json).
 
-    .venv/bin/python scripts/soak.py [--minutes 10] [--rate 2000] [--tokens 500] [--tls] [--out FILE]
+    .venv/bin/python -m devkit.soak [--minutes 10] [--rate 2000] [--tokens 500] [--tls] [--out FILE]
 """
 
 from __future__ import annotations
@@ -39,12 +39,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import orjson
+import redis
+from pmsim import Simulator
+from pmsim.tls import make_self_signed
 
-import orjson  # noqa: E402
-import redis  # noqa: E402
+from devkit.procfs import status as proc_status
+from devkit.procs import SidecarProcess, sidecar_env
+from devkit.redis_server import RedisServer
+from devkit.scrape import Samples, by_label, scrape, total
+from devkit.simfix import trust
+from devkit.truth import truth_top
+from devkit.wait import wait_for
 
 P = "pm:"
 TOP_FIELDS = ("status", "bid", "bid_size", "ask", "ask_size")
@@ -68,36 +74,6 @@ MALFORMED: list[bytes | str] = [
 
 def log(msg: str) -> None:
     print(f"[soak {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def proc_status(pid: int) -> tuple[float, int]:
-    """(VmRSS in MB, thread count) from /proc/<pid>/status."""
-    rss, threads = 0.0, 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) / 1024.0
-        elif line.startswith("Threads:"):
-            threads = int(line.split()[1])
-    return rss, threads
-
-
-def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    from tests.helpers import scrape_metrics
-
-    return scrape_metrics(port)
-
-
-def total(snap: dict[str, Any], name: str, **labels: str) -> float:
-    want = set(labels.items())
-    return sum(v for k, v in snap.get(name, {}).items() if want <= set(k))
-
-
-def by_label(snap: dict[str, Any], name: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for labels, value in snap.get(name, {}).items():
-        key = ",".join(v for _, v in labels) or "-"
-        out[key] = out.get(key, 0.0) + value
-    return out
 
 
 @dataclass
@@ -146,22 +122,13 @@ class Soak:
     # -- plumbing
 
     def start(self) -> None:
-        from pmsim import Simulator
-
-        from tests.helpers import RedisServer, SidecarProcess, sidecar_env, wait_for
-
-        self.wait_for = wait_for
         self.redis = RedisServer(self.redis_binary, self.tmp)
         self.redis.start()
         self.stack.callback(self.redis.stop)
         self.r = self.redis.client()
-        tls = None
-        if self.args.tls:  # production is wss://: the same run over TLS, the sidecar trusting our CA
-            from pmsim.tls import make_self_signed
-
-            cert = make_self_signed(self.tmp / "tls")
-            tls = cert.server_context()
-        self.sim = Simulator(seed=self.args.seed, tls=tls)
+        # Production is wss://: --tls is the same run over TLS, the sidecar trusting our CA.
+        cert = make_self_signed(self.tmp / "tls") if self.args.tls else None
+        self.sim = Simulator(seed=self.args.seed, tls=cert.server_context() if cert else None)
         self.sim.start()
         self.stack.callback(self.sim.stop)
         markets = [self.sim.add_market() for _ in range((self.args.tokens + 1) // 2)]
@@ -169,8 +136,8 @@ class Soak:
         self.tokens = [t for m in markets for t in by_market[m]][: self.args.tokens]
         self.r.sadd(P + "desired", *self.tokens)
         env = sidecar_env(self.redis.url, self.sim.ws_url, self.sim.rest_url, desired_poll_s=1)
-        if self.args.tls:
-            env["WEBSOCKET_CLIENT_CA_BUNDLE"] = str(self.tmp / "tls" / "cert.pem")
+        if cert is not None:
+            trust(env, cert)
         self.proc = SidecarProcess(env, self.tmp / "sidecar.log")
         self.stack.callback(self._stop_sidecar)
         self.port = self.proc.metrics_port
@@ -187,10 +154,7 @@ class Soak:
 
     def _stop_sidecar(self) -> None:
         """SIGTERM first (the sidecar stales its quotes and leaves), SIGKILL if it lingers."""
-        with contextlib.suppress(Exception):
-            if self.proc.proc.poll() is None:
-                self.proc.terminate(signal.SIGTERM, timeout=5)
-        self.proc.stop()
+        self.proc.shutdown(signal.SIGTERM, timeout=5)
 
     def all_live(self) -> bool:
         pipe = self.r.pipeline(transaction=False)
@@ -200,21 +164,17 @@ class Soak:
 
     def truth_match(self, tokens: list[str]) -> float:
         """Share of tokens live and equal to the truth read just before or just after Redis."""
-        before = [self._top(t) for t in tokens]
+        before = [truth_top(self.sim, t) for t in tokens]
         pipe = self.r.pipeline(transaction=False)
         for t in tokens:
             pipe.hmget(P + "quote:" + t, *TOP_FIELDS)
         rows = pipe.execute()
-        after = [self._top(t) for t in tokens]
+        after = [truth_top(self.sim, t) for t in tokens]
         good = 0
         for row, t0, t1 in zip(rows, before, after, strict=True):
             status, *top = row
             good += status == "live" and tuple(top) in (t0, t1)
         return good / len(tokens)
-
-    def _top(self, token: str) -> tuple[str, str, str, str]:
-        t = self.sim.truth(token)
-        return (t.bid, t.bid_size, t.ask, t.ask_size)
 
     def open_conns(self) -> list[int]:
         return [c.id for c in self.sim.connections() if c.open and c.mode == "normal"]
@@ -288,7 +248,7 @@ class Soak:
         schedule.sort()
         drops = 0
         next_sample = 0.0
-        prev: tuple[float, dict[str, Any]] | None = None
+        prev: tuple[float, Samples] | None = None
         print(_header(), flush=True)
         while True:
             now = time.monotonic() - t0
@@ -317,7 +277,7 @@ class Soak:
         self.results["duration_s"] = round(time.monotonic() - t0, 1)
         self.finish()
 
-    def sample(self, t: float, prev: tuple[float, dict[str, Any]] | None) -> tuple[float, dict[str, Any]]:
+    def sample(self, t: float, prev: tuple[float, Samples] | None) -> tuple[float, Samples]:
         snap = scrape(self.port)
         now = time.monotonic()
         rate = 0.0
@@ -329,11 +289,11 @@ class Soak:
             match = float("nan")
             self.unreadable += 1
         recent = ",".join(sorted({f["kind"] for f in self.faults if t - self.args.sample_s < f["t"] <= t}))
-        rss, threads = proc_status(self.proc.proc.pid)
+        st = proc_status(self.proc.pid)
         s = Sample(
             t=round(t, 1),
-            rss_mb=round(rss, 2),
-            threads=threads,
+            rss_mb=round(st.rss_mb, 2),
+            threads=st.threads,
             quote_health=total(snap, "pm_sidecar_quote_health"),
             live=int(total(snap, "pm_sidecar_tokens", status="live")),
             stale=int(total(snap, "pm_sidecar_tokens", status="stale")),
@@ -358,7 +318,7 @@ class Soak:
         if alive:
             started = time.monotonic()
             try:
-                self.wait_for(
+                wait_for(
                     lambda: self.truth_match(self.tokens) == 1.0,
                     SETTLE_S,
                     interval=0.5,
@@ -480,7 +440,7 @@ class Soak:
         print(f"VERDICT: {res.get('verdict', 'FAIL')}  (results in {self.args.out})")
 
 
-def _events(snap: dict[str, Any]) -> float:
+def _events(snap: Samples) -> float:
     """Events applied (those for other sockets' tokens, "filtered", do not count)."""
     name = "pm_sidecar_events_total"
     return total(snap, name) - total(snap, name, type="filtered")
@@ -514,7 +474,7 @@ def _row(s: Sample) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="scripts/soak.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m devkit.soak", description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=10.0, help="length of the loaded run (default 10)")
     p.add_argument("--rate", type=float, default=2000.0, help="random events per second (default 2000)")
     p.add_argument("--tokens", type=int, default=500, help="desired tokens (default 500)")

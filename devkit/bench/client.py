@@ -3,7 +3,7 @@
 Baseline in the same run: the hand-written read from docs/redis-contract.md (one pipeline with
 GET alive + HGETALL, dict in hand, no parsing), so the figure says what the typed client costs.
 
-    python scripts/bench_client.py [--calls 20000]
+    python -m devkit.bench.client [--calls 20000]
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ from pathlib import Path
 
 import redis
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from devkit.redis_server import RedisServer
 from sidecar.client import QuoteClient
-from tests.helpers import RedisServer
 
 TOKEN = "71321045679252212594626385532706912750332728571942532289631379312455583992563"
 
@@ -73,7 +71,9 @@ def report(name: str, samples: list[float], base: list[float] | None = None) -> 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m devkit.bench.client", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--calls", type=int, default=20000)
     args = parser.parse_args()
     binary = shutil.which("redis-server")

@@ -10,7 +10,7 @@ fixed window. For comparison it then runs a pub/sub consumer of the same quotes 
 ``follow``, doing nothing with them) and measures it the same way: the cost the bridge would have
 had it been built on pushes instead of a ``get_many`` poll.
 
-    .venv/bin/python scripts/bench_bridge.py [--tokens 140] [--rate 260] [--window 30]
+    .venv/bin/python -m devkit.bench.bridge [--tokens 140] [--rate 260] [--window 30]
 """
 
 from __future__ import annotations
@@ -18,24 +18,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import redis
+from pmsim import Simulator
 
-import redis  # noqa: E402
-from pmsim import Simulator  # noqa: E402
-
-from tests.helpers import RedisServer, SidecarProcess, sidecar_env, wait_for  # noqa: E402
+from devkit.procfs import cpu_s, rss_mb
+from devkit.procs import BridgeProcess, ChildProcess, SidecarProcess, sidecar_env
+from devkit.redis_server import RedisServer
+from devkit.wait import wait_for
 
 P = "pm:"
 FOLLOWER = """
@@ -51,20 +47,6 @@ for quote in client.follow(tokens):
 
 def log(msg: str) -> None:
     print(f"[bench_bridge {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def cpu_s(pid: int) -> float:
-    """utime + stime of a process (all threads), seconds."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Counter:
@@ -107,18 +89,8 @@ def measure(pid: int, window_s: float, counter: Counter) -> tuple[float, float, 
     return 100.0 * (c1 - c0) / (t1 - t0), (n1 - n0) / (t1 - t0), n1 - n0
 
 
-def stop(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait(5)
-
-
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m devkit.bench.bridge", description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=140)
     ap.add_argument("--rate", type=float, default=260.0, help="simulator events per second, all tokens")
     ap.add_argument("--window", type=float, default=30.0, help="seconds of each CPU measurement")
@@ -132,7 +104,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
     server = RedisServer(binary, tmp)
     sim = Simulator(seed=3)
-    procs: list[subprocess.Popen[bytes]] = []
+    procs: list[ChildProcess] = []
     sidecar: SidecarProcess | None = None
     counter: Counter | None = None
     result: dict[str, object] = {}
@@ -162,12 +134,7 @@ def main() -> int:
         sim.start_activity(args.rate, tokens=tokens)
         counter = Counter(server.url)
         cache = tmp / "ws_cache.json"
-        bridge_env = {**env, "PYTHONPATH": str(REPO)}
-        bridge_cmd = [sys.executable, "-m", "sidecar", "bridge", "--ws-cache", str(cache)]
-        with open(tmp / "bridge.log", "wb") as blog:
-            bridge = subprocess.Popen(
-                [*bridge_cmd, "--poll-s", str(args.poll_s)], env=bridge_env, stdout=blog, stderr=blog
-            )
+        bridge = BridgeProcess(env, cache, tmp / "bridge.log", ("--poll-s", str(args.poll_s)))
         procs.append(bridge)
         wait_for(lambda: cache.exists() and len(json.loads(cache.read_bytes())["tokens"]) == len(tokens), 15)
         time.sleep(3.0)  # past start-up (imports, first full read)
@@ -192,16 +159,12 @@ def main() -> int:
             "file_kib": round(cache.stat().st_size / 1024, 1),
         }
         result["load"] = {"tokens": len(tokens), "sim_rate_eps": args.rate, "published_per_s": round(eps)}
-        code = stop(bridge)
+        code = bridge.shutdown()
         log(f"bridge stopped with SIGTERM: exit code {code}")
         if not args.no_follow:
-            with open(tmp / "follower.log", "wb") as flog:
-                follower = subprocess.Popen(
-                    [sys.executable, "-c", FOLLOWER, ",".join(tokens)],
-                    env=bridge_env,
-                    stdout=flog,
-                    stderr=flog,
-                )
+            follower = ChildProcess(
+                [sys.executable, "-c", FOLLOWER, ",".join(tokens)], env, tmp / "follower.log"
+            )
             procs.append(follower)
             time.sleep(3.0)
             fpct, feps, _ = measure(follower.pid, args.window, counter)
@@ -210,14 +173,12 @@ def main() -> int:
                 f"at {feps:.0f} quote changes/s"
             )
             result["follow_consumer"] = {"cpu_pct_one_core": round(fpct, 2), "published_per_s": round(feps)}
-            stop(follower)
+            follower.shutdown()
         print(json.dumps(result, indent=2))
         return 0
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
+            proc.stop()
         if counter is not None:
             counter.close()
         if sidecar is not None:
