@@ -17,7 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.core import crosscheck, health, protocol
+from sidecar.core import crosscheck, events, health, protocol
+from sidecar.core.events import LevelChanges
 from sidecar.core.protocol import BUY, Levels, Malformed
 from sidecar.core.quote import LIVE, PENDING, RESOLVED, RESYNCING, STALE, UNSUBSCRIBED, TokenState
 from sidecar.core.ratelog import RateLimitedLog
@@ -34,6 +35,7 @@ REDRIVE_SLOW_S = 300.0  # retry period for a token whose redrive and move budget
 TOUCH_INTERVAL_S = 1.0  # updated_at-only refreshes, at most this often per token
 TOUCH_SCAN_S = 0.05  # how often the touched set is scanned for refreshes that are due
 SLOW_CHECK_S = 1.0
+_PRICE_CHANGE_KEY = ("events", events.PRICE_CHANGE)
 
 
 # ---- outputs ---------------------------------------------------------------------------------
@@ -459,34 +461,9 @@ class Engine:
         if conn is None:
             self.stats["frames", "orphan"] += 1
             return
-        try:
-            decoded = protocol.decode_frame(data)
-        except Malformed as exc:
-            self.stats["parse_errors", exc.reason] += 1
-            self._rlog.warning(
-                f"parse:{exc.reason}",
-                now,
-                "malformed frame on socket %d: %s",
-                conn_id,
-                exc,
-                conn=conn_id,
-                reason=exc.reason,
-            )
-            return
-        if isinstance(decoded, protocol.Control):
-            label = decoded.label
-            self.stats["control", label] += 1
-            if label == "PONG":
-                conn.last_pong_at = now
-            elif label != "NO NEW ASSETS":
-                self._rlog.warning(
-                    f"control:{label}",
-                    now,
-                    "control text on socket %d: %r",
-                    conn_id,
-                    decoded.text,
-                    conn=conn_id,
-                )
+        frame = events.parse_frame(data)
+        if not isinstance(frame, list):
+            self._on_other_frame(conn, frame, now)
             return
         shard = self.shards.shards.get(conn.shard_id)
         owner = shard is not None and shard.conn_id == conn_id
@@ -497,20 +474,13 @@ class Engine:
         conn.last_pong_at = now  # any JSON frame proves the connection is up (not that it has data)
         self._frame_deltas = False
         self._frame_own = 0
-        for event in decoded:
+        for event in frame:
             try:
-                self._apply_event(conn, event, now, wall_ms)
-            except Malformed as exc:
-                self.stats["parse_errors", exc.reason] += 1
-                self._rlog.warning(
-                    f"event:{exc.reason}",
-                    now,
-                    "skipping bad event on socket %d: %s",
-                    conn_id,
-                    exc,
-                    conn=conn_id,
-                    reason=exc.reason,
-                )
+                if type(event) is LevelChanges:  # the hot path: most events are level changes
+                    self.stats[_PRICE_CHANGE_KEY] += 1
+                    self._on_price_change(conn, event, now, wall_ms)
+                else:
+                    self._apply_event(conn, event, now, wall_ms)
             except Exception as exc:  # hostile input must never kill the socket
                 self.stats["parse_errors", "unexpected"] += 1
                 self._rlog.error(
@@ -532,9 +502,34 @@ class Engine:
             if shard is not None and shard.retiring:
                 self._retire_done(shard, now, force=True)
 
-    def _token_event(self, conn: Conn, asset: Any, now: float) -> TokenState | None:
+    def _on_other_frame(self, conn: Conn, frame: events.Control | events.BadFrame, now: float) -> None:
+        """A control text (PONG...) or a frame that is not readable JSON."""
+        if isinstance(frame, events.BadFrame):
+            self.stats["parse_errors", frame.reason] += 1
+            self._rlog.warning(
+                f"parse:{frame.reason}",
+                now,
+                "malformed frame on socket %d: %s",
+                conn.id,
+                frame.detail,
+                conn=conn.id,
+                reason=frame.reason,
+            )
+            return
+        label = frame.label
+        self.stats["control", label] += 1
+        if label == "PONG":
+            conn.last_pong_at = now
+        elif label != "NO NEW ASSETS":
+            self._rlog.warning(
+                f"control:{label}", now, "control text on socket %d: %r", conn.id, frame.text, conn=conn.id
+            )
+
+    def _token_event(
+        self, conn: Conn, asset: str | None, now: float, delta: bool = True
+    ) -> TokenState | None:
         """The token an event is about, if it is ours and on this socket; counts everything else."""
-        st = self.tokens.get(asset) if isinstance(asset, str) else None
+        st = self.tokens.get(asset) if asset is not None else None
         if st is None or st.shard_id != conn.shard_id:
             self.stats["events", "filtered"] += 1
             return None
@@ -542,7 +537,7 @@ class Engine:
         # (new_market, market_resolved for the whole venue) and other assets' entries keep coming
         # from a socket that has stopped sending its own books.
         self._frame_own += 1
-        if self._event_is_delta:
+        if delta:
             self._frame_deltas = True
         if st.events:
             st.event_gap = health.update_gap(st.event_gap, now - st.last_event_at)
@@ -550,42 +545,62 @@ class Engine:
         st.last_event_at = now
         return st
 
-    def _apply_event(self, conn: Conn, event: Any, now: float, wall_ms: int) -> None:
-        if not isinstance(event, dict):
-            raise Malformed("bad_event", "event is not an object")
-        kind = event.get("event_type")
-        self._event_is_delta = kind != "book"
-        if kind == "price_change":
-            self.stats["events", "price_change"] += 1
-            self._on_price_change(conn, event, now, wall_ms)
-        elif kind == "book":
-            self.stats["events", "book"] += 1
-            self._on_book(conn, event, now, wall_ms)
-        elif kind == "best_bid_ask":
-            self.stats["events", "best_bid_ask"] += 1
-            self._on_best_bid_ask(conn, event, now, wall_ms)
-        elif kind == "last_trade_price":
-            self.stats["events", "last_trade_price"] += 1
-            self._on_trade(conn, event, now)
-        elif kind == "tick_size_change":
-            self.stats["events", "tick_size_change"] += 1
-            self._on_tick_size(conn, event, now)
-        elif kind == "market_resolved":
-            self.stats["events", "market_resolved"] += 1
-            self._on_resolved(conn, event, now)
-        elif kind == "new_market":
-            self.stats["events", "new_market"] += 1  # a venue-wide broadcast: not this socket's data
-        else:
-            self.stats["events", "unknown"] += 1
-            self._rlog.info(f"unknown:{str(kind)[:40]}", now, "unknown event_type %r skipped", str(kind)[:40])
+    def _apply_event(self, conn: Conn, event: events.Event, now: float, wall_ms: int) -> None:
+        match event:
+            case events.LevelChanges():
+                self.stats["events", events.PRICE_CHANGE] += 1
+                self._on_price_change(conn, event, now, wall_ms)
+            case events.Book():
+                self.stats["events", events.BOOK] += 1
+                self._on_book(conn, event, now, wall_ms)
+            case events.BestBidAsk():
+                self.stats["events", events.BEST_BID_ASK] += 1
+                self._on_best_bid_ask(conn, event, now, wall_ms)
+            case events.Trade():
+                self.stats["events", events.TRADE] += 1
+                self._on_trade(conn, event, now)
+            case events.TickSizeChange():
+                self.stats["events", events.TICK_SIZE_CHANGE] += 1
+                self._on_tick_size(conn, event, now)
+            case events.Resolution():
+                self.stats["events", events.RESOLVED] += 1
+                self._on_resolved(conn, event, now)
+            case events.Broadcast():
+                self.stats["events", event.kind] += 1  # a venue-wide broadcast: not this socket's data
+            case events.Unknown():
+                self.stats["events", events.UNKNOWN] += 1
+                self._rlog.info(f"unknown:{event.kind}", now, "unknown event_type %r skipped", event.kind)
+            case events.BadEvent():
+                self._on_bad_event(conn, event, now)
 
-    def _on_book(self, conn: Conn, event: dict[str, Any], now: float, wall_ms: int) -> None:
-        st = self._token_event(conn, event.get("asset_id"), now)
+    def _on_bad_event(self, conn: Conn, event: events.BadEvent, now: float) -> None:
+        """An event that cannot be applied: counted like the kind it is, its token (if ours) seen."""
+        if event.kind:
+            self.stats["events", event.kind] += 1
+        if event.reason == "unexpected":
+            self.stats["parse_errors", "unexpected"] += 1
+            self._rlog.error("event:unexpected", now, "unexpected error applying event: %s", event.detail)
+            return
+        if event.kind == events.PRICE_CHANGE:
+            # No recognisable entries: whose book it was is unknown, so every one of the market's.
+            self._distrust(self._market_tokens(conn, event.market), now)
+        elif event.kind and self._token_event(conn, event.asset_id, now, event.kind != events.BOOK) is None:
+            return  # another socket's asset, or no one's: filtered, not our error
+        self.stats["parse_errors", event.reason] += 1
+        self._rlog.warning(
+            f"event:{event.reason}",
+            now,
+            "skipping bad event on socket %d: %s",
+            conn.id,
+            f"{event.reason}: {event.detail}" if event.detail else event.reason,
+            conn=conn.id,
+            reason=event.reason,
+        )
+
+    def _on_book(self, conn: Conn, event: events.Book, now: float, wall_ms: int) -> None:
+        st = self._token_event(conn, event.asset_id, now, delta=False)
         if st is None:
             return
-        raw_bids, raw_asks = protocol.book_sides(event)
-        bids = protocol.parse_levels(raw_bids)
-        asks = protocol.parse_levels(raw_asks)
         if not st.confirmed:
             # Only a snapshot confirms a subscription: deltas alone can never make a quote.
             st.confirmed = True
@@ -593,17 +608,14 @@ class Engine:
             if st.sub_sent_at is not None:
                 self.observations.append(("confirm_latency", now - st.sub_sent_at))
             st.redrives = 0
-        st.book.replace(bids, asks)
+        st.book.replace(event.bids, event.asks)
         st.shown = st.book.top()  # a snapshot makes prices, also for a resolved token
-        ts = protocol.timestamp_ms(event.get("timestamp"))
-        if ts is not None:
-            st.ts = ts
-        market = event.get("market")
-        if isinstance(market, str):
-            st.market = market
-        tick = event.get("tick_size")
-        if isinstance(tick, str):
-            st.tick_size = tick
+        if event.ts is not None:
+            st.ts = event.ts
+        if event.market is not None:
+            st.market = event.market
+        if event.tick_size is not None:
+            st.tick_size = event.tick_size
         if st.status != RESOLVED:
             st.status = LIVE
             st.reason = ""
@@ -616,19 +628,14 @@ class Engine:
             self.stats["crossed_books", ""] += 1
         self._dirty.add(st.token)
 
-    def _on_price_change(self, conn: Conn, event: dict[str, Any], now: float, wall_ms: int) -> None:
+    def _on_price_change(self, conn: Conn, event: events.LevelChanges, now: float, wall_ms: int) -> None:
         """Apply each entry on its own; a token with an entry that cannot be applied is resynced."""
-        market = event.get("market")
-        try:
-            changes = protocol.price_changes(event)
-        except Malformed:
-            self._distrust(self._market_tokens(conn, market), now)  # whose book it was is unknown
-            raise
-        ts = protocol.timestamp_ms(event.get("timestamp"))
+        market = event.market
+        ts = event.ts
         last: dict[str, protocol.LevelChange] = {}
         changed: dict[str, bool] = {}
         bad: list[TokenState] = []
-        for ch in changes:
+        for ch in event.entries:
             if isinstance(ch, protocol.BadEntry):
                 bad += self._bad_entry(conn, ch, market, now)
                 continue
@@ -640,7 +647,7 @@ class Engine:
             last[st.token] = ch
             if ts is not None:
                 st.ts = ts
-            if isinstance(market, str):
+            if market is not None:
                 st.market = market
         if bad:
             for st in bad:
@@ -661,7 +668,9 @@ class Engine:
             else:
                 self._touched.add(token)
 
-    def _bad_entry(self, conn: Conn, entry: protocol.BadEntry, market: Any, now: float) -> list[TokenState]:
+    def _bad_entry(
+        self, conn: Conn, entry: protocol.BadEntry, market: str | None, now: float
+    ) -> list[TokenState]:
         """Count a price_change entry that cannot be applied; the tokens whose book it leaves wrong."""
         if entry.asset_id is None:
             suspects = self._market_tokens(conn, market)
@@ -685,9 +694,9 @@ class Engine:
         )
         return suspects
 
-    def _market_tokens(self, conn: Conn, market: Any) -> list[TokenState]:
+    def _market_tokens(self, conn: Conn, market: str | None) -> list[TokenState]:
         """This socket's tokens of one market: the books an unattributable bad entry may be about."""
-        if not isinstance(market, str):
+        if market is None:
             return []
         return [st for t in conn.subscribed if (st := self.tokens[t]).market == market]
 
@@ -793,12 +802,12 @@ class Engine:
         if redrive:
             self._redrive([st.token], reason, now)
 
-    def _on_best_bid_ask(self, conn: Conn, event: dict[str, Any], now: float, wall_ms: int) -> None:
-        st = self._token_event(conn, event.get("asset_id"), now)
+    def _on_best_bid_ask(self, conn: Conn, event: events.BestBidAsk, now: float, wall_ms: int) -> None:
+        st = self._token_event(conn, event.asset_id, now)
         if st is None:
             return
         was_live = st.status == LIVE
-        best_bid, best_ask = event.get("best_bid"), event.get("best_ask")
+        best_bid, best_ask = event.best_bid, event.best_ask
         # A best_bid_ask carries nothing but its claim: without a readable one it confirms nothing.
         consistent = self._crosscheck(st, best_bid, best_ask, now, wall_ms)
         if consistent and crosscheck.states_top(best_bid, best_ask):
@@ -807,35 +816,30 @@ class Engine:
             if was_live:
                 self._touched.add(st.token)
 
-    def _on_trade(self, conn: Conn, event: dict[str, Any], now: float) -> None:
-        st = self._token_event(conn, event.get("asset_id"), now)
+    def _on_trade(self, conn: Conn, event: events.Trade, now: float) -> None:
+        st = self._token_event(conn, event.asset_id, now)
         if st is None:
             return
-        price = event.get("price")
-        protocol.price_key(price)
-        size = event.get("size")
-        st.last_trade_price = price
-        st.last_trade_size = size if isinstance(size, str) else None
-        side = event.get("side")
-        st.last_trade_side = side if isinstance(side, str) else None
-        st.last_trade_ts = protocol.timestamp_ms(event.get("timestamp"))
+        st.last_trade_price = event.price
+        st.last_trade_size = event.size
+        st.last_trade_side = event.side
+        st.last_trade_ts = event.ts
         st.last_recv = now
         self._dirty.add(st.token)
 
-    def _on_tick_size(self, conn: Conn, event: dict[str, Any], now: float) -> None:
-        st = self._token_event(conn, event.get("asset_id"), now)
+    def _on_tick_size(self, conn: Conn, event: events.TickSizeChange, now: float) -> None:
+        st = self._token_event(conn, event.asset_id, now)
         if st is None:
             return
-        new_tick = event.get("new_tick_size")
+        new_tick = event.new_tick_size
         trusted = st.status == LIVE or (st.status == RESYNCING and st.reason == BBO_SETTLING)
         # Captured traffic has the book a few ms before its tick_size_change: a trusted book that
         # already carries the new tick is on the new grid, so there is nothing to resync.
         reflected = trusted and crosscheck.same_tick(st.tick_size, new_tick)
-        if isinstance(new_tick, str):
+        if new_tick is not None:
             st.tick_size = new_tick
-        ts = protocol.timestamp_ms(event.get("timestamp"))
-        if ts is not None:
-            st.ts = ts
+        if event.ts is not None:
+            st.ts = event.ts
         st.last_recv = now
         if reflected:
             self.stats["tick_size_change", "reflected"] += 1
@@ -846,18 +850,13 @@ class Engine:
             self._resync(st, "tick_size_change", now, redrive=not self.cfg.rest_enabled)
         self._dirty.add(st.token)
 
-    def _on_resolved(self, conn: Conn, event: dict[str, Any], now: float) -> None:
-        assets = event.get("assets_ids")
-        if not isinstance(assets, list):
-            asset = event.get("asset_id")
-            assets = [asset] if asset is not None else []
-        for asset in assets:
+    def _on_resolved(self, conn: Conn, event: events.Resolution, now: float) -> None:
+        for asset in event.asset_ids:
             st = self._token_event(conn, asset, now)
             if st is None:
                 continue
             st.status = RESOLVED
-            winner = event.get("winning_asset_id")
-            st.reason = "won" if winner == st.token else "market_resolved"
+            st.reason = "won" if event.winner == st.token else "market_resolved"
             self._dirty.add(st.token)
 
     # ---- REST confirmation -----------------------------------------------------------------------

@@ -158,12 +158,14 @@ def _book_side(event: dict[str, Any], name: str, old_name: str) -> list[Any]:
     return levels
 
 
+_SIDES = {"BUY": BUY, "buy": BUY, "SELL": SELL, "sell": SELL}
+
+
 def side_of(side: Any) -> int:
-    if side == "BUY" or side == "buy":
-        return BUY
-    if side == "SELL" or side == "sell":
-        return SELL
-    raise Malformed("bad_side", repr(side)[:20])
+    value = _SIDES.get(side) if type(side) is str else None
+    if value is None:
+        raise Malformed("bad_side", repr(side)[:20])
+    return value
 
 
 @dataclass(slots=True)
@@ -195,8 +197,11 @@ Entry = LevelChange | BadEntry
 
 def level_change(asset: str, raw: dict[str, Any], best_bid: Any = None, best_ask: Any = None) -> Entry:
     """Validate one level update; a bad side, price or size makes a :class:`BadEntry` for ``asset``."""
+    raw_side = raw.get("side")
+    side = _SIDES.get(raw_side) if type(raw_side) is str else None  # side_of, inlined: the hot path
+    if side is None:
+        return BadEntry(asset, "bad_side", repr(raw_side)[:20])
     try:
-        side = side_of(raw.get("side"))
         price = raw.get("price")
         key = price_key(price)
         size = raw.get("size")
