@@ -1,10 +1,10 @@
 """The runtime: one loop thread owns the engine; everything else posts into its inbox.
 
-Socket readers, the desired-set reader and the REST client only post tuples; the loop applies
-them to the engine in arrival order, runs its timers, carries out its actions and hands quote
-writes to the Redis writer. This loop is also what feeds the systemd watchdog and, with its summary
-heartbeat, the alive key (the writer never extends it past the latest heartbeat), so a wedged
-loop is visible to systemd and to every worker.
+Socket readers, the desired-set reader and the REST client only post typed messages
+(``sidecar.shell.inbox``); the loop applies them to the engine in arrival order, runs its timers,
+carries out its actions and hands quote writes to the Redis writer. This loop is also what feeds
+the systemd watchdog and, with its summary heartbeat, the alive key (the writer never extends it
+past the latest heartbeat), so a wedged loop is visible to systemd and to every worker.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, assert_never
 
 from sidecar import __version__, logs
 from sidecar.config import Settings
@@ -25,6 +25,16 @@ from sidecar.core.quote import LIVE, PENDING
 from sidecar.shell import allocator
 from sidecar.shell.connection import SocketRunner
 from sidecar.shell.desired import DesiredReader
+from sidecar.shell.inbox import (
+    ConnectFailed,
+    DesiredChanged,
+    FrameReceived,
+    InboxMessage,
+    RestAnswer,
+    SocketClosed,
+    SocketOpened,
+    Wake,
+)
 from sidecar.shell.metrics import Metrics, serve
 from sidecar.shell.redisconn import make_client
 from sidecar.shell.rest import RestClient
@@ -48,7 +58,7 @@ class Runtime:
         wall_ms = int(time.time() * 1000)
         self.epoch = f"{wall_ms:x}-{uuid.uuid4().hex[:8]}"
         self.engine = Engine(EngineConfig.from_settings(settings), self.epoch, now, wall_ms)
-        self.inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[InboxMessage] = queue.SimpleQueue()
         self.sockets: dict[int, SocketRunner] = {}
         self._stop = threading.Event()
         self._snapshot: dict[str, Any] = {"loop_at": now, "version": __version__, "epoch": self.epoch}
@@ -91,7 +101,7 @@ class Runtime:
 
     def request_stop(self, *_: Any) -> None:
         self._stop.set()
-        self.inbox.put(("wake",))
+        self.inbox.put(Wake())
 
     def run(self) -> int:
         s = self.settings
@@ -167,27 +177,37 @@ class Runtime:
                 took = allocator.trim()
                 log.debug("malloc_trim took %.1f ms", took * 1000)
 
-    def _handle(self, item: tuple[Any, ...], wall_ms: int) -> None:
-        kind = item[0]
+    def _handle(self, msg: InboxMessage, wall_ms: int) -> None:
+        """Apply one inbox message to the engine. Frames are nearly all of them: tested first."""
         engine = self.engine
-        if kind == "frame":
-            # updated_at is the frame's receive time (the reader's stamp item[3]), not this turn's
-            lag = time.monotonic() - item[3]
-            self._inbox_lag = max(self._inbox_lag, lag)
-            engine.on_frame(item[1], item[2], item[3], int(time.time() * 1000 - lag * 1000))
-        elif kind == "open":
-            engine.on_open(item[1], time.monotonic())
-        elif kind == "closed":
-            self.sockets.pop(item[1], None)
-            engine.on_closed(item[1], item[2], time.monotonic())
-        elif kind == "failed":
-            self.sockets.pop(item[1], None)
-            engine.on_connect_failed(item[1], item[2], time.monotonic(), item[3])
-        elif kind == "desired":
-            self._got_desired = True
-            engine.set_desired(item[1], time.monotonic(), wall_ms)
-        elif kind == "rest":
-            engine.on_rest_books(item[1], item[2], time.monotonic(), wall_ms)
+        if type(msg) is FrameReceived:
+            # updated_at is the frame's receive time (the reader's stamp), not this turn's
+            recv_at = msg.recv_at
+            lag = time.monotonic() - recv_at
+            if lag > self._inbox_lag:
+                self._inbox_lag = lag
+            engine.on_frame(msg.conn_id, msg.data, recv_at, int(time.time() * 1000 - lag * 1000))
+            return
+        match msg:
+            case SocketOpened(conn_id):
+                engine.on_open(conn_id, time.monotonic())
+            case SocketClosed(conn_id, reason):
+                self.sockets.pop(conn_id, None)
+                engine.on_closed(conn_id, reason, time.monotonic())
+            case ConnectFailed(conn_id, reason, http_status):
+                self.sockets.pop(conn_id, None)
+                engine.on_connect_failed(conn_id, reason, time.monotonic(), http_status)
+            case DesiredChanged(members):
+                self._got_desired = True
+                engine.set_desired(members, time.monotonic(), wall_ms)
+            case RestAnswer(request_id, books):
+                engine.on_rest_books(request_id, books, time.monotonic(), wall_ms)
+            case Wake():
+                pass
+            case FrameReceived():  # taken above; listed so that the match is exhaustive
+                pass
+            case _:
+                assert_never(msg)  # mypy: a new message type without a case here
 
     def _carry_out(self) -> None:
         for action in self.engine.take_actions():

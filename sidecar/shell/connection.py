@@ -1,8 +1,9 @@
 """One WebSocket to the market channel: a reader thread and a sender thread, nothing clever.
 
 The reader hands every frame (as raw bytes, with its receive time) to the runtime's inbox and
-reports open/failed/closed; the sender drains a queue so that a stuck socket can never block the
-engine. All decisions (what to send, when a silent socket is dead) belong to the engine.
+reports open/failed/closed (``sidecar.shell.inbox``); the sender drains a queue so that a stuck
+socket can never block the engine. All decisions (what to send, when a silent socket is dead)
+belong to the engine.
 """
 
 from __future__ import annotations
@@ -16,15 +17,14 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import websocket
 from websocket import ABNF
 
-log = logging.getLogger("sidecar.shell.connection")
+from sidecar.shell.inbox import ConnectFailed, FrameReceived, Post, SocketClosed, SocketOpened
 
-Post = Callable[[tuple[Any, ...]], None]
+log = logging.getLogger("sidecar.shell.connection")
 
 CONNECT_TIMEOUT_S = 10.0
 RECV_BYTES = 256 * 1024
@@ -188,10 +188,10 @@ class SocketRunner:
                 class_=BufferedWebSocket,
             )
         except websocket.WebSocketBadStatusException as exc:
-            post(("failed", conn_id, f"http_{exc.status_code}", exc.status_code))
+            post(ConnectFailed(conn_id, f"http_{exc.status_code}", exc.status_code))
             return
         except Exception as exc:
-            post(("failed", conn_id, _classify(exc), None))
+            post(ConnectFailed(conn_id, _classify(exc)))
             return
         # Liveness is judged by the engine on data, never by a read timeout.
         assert isinstance(ws, BufferedWebSocket)
@@ -200,15 +200,15 @@ class SocketRunner:
         except Exception as exc:
             with contextlib.suppress(Exception):
                 ws.shutdown()
-            post(("failed", conn_id, _classify(exc), None))
+            post(ConnectFailed(conn_id, _classify(exc)))
             return
         self._ws = ws
         if self._closing.is_set():
             ws.shutdown()
-            post(("closed", conn_id, "local"))
+            post(SocketClosed(conn_id, "local"))
             return
         self._sender.start()
-        post(("open", conn_id))
+        post(SocketOpened(conn_id))
         reason = "eof"
         try:
             recv = ws.recv_data
@@ -221,7 +221,7 @@ class SocketRunner:
                     text = data[2:].decode("utf-8", "replace")
                     log.info("socket %d closed by server: %d %s", conn_id, code, text[:80])
                     break
-                post(("frame", conn_id, data, clock()))
+                post(FrameReceived(conn_id, data, clock()))
         except websocket.WebSocketConnectionClosedException:
             reason = "eof"
         except Exception as exc:
@@ -230,7 +230,7 @@ class SocketRunner:
             self._outbox.put(_STOP)
             with contextlib.suppress(Exception):
                 ws.shutdown()
-            post(("closed", conn_id, "local" if self._closing.is_set() else reason))
+            post(SocketClosed(conn_id, "local" if self._closing.is_set() else reason))
 
     def _send_loop(self) -> None:
         while True:

@@ -10,13 +10,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import redis
 
-log = logging.getLogger("sidecar.shell.desired")
+from sidecar.shell.inbox import DesiredChanged, Post
 
-Post = Callable[[tuple[Any, ...]], None]
+log = logging.getLogger("sidecar.shell.desired")
 
 # After a reconnect, a missing desired key most likely means Redis restarted empty, not that
 # the scheduler wants nothing: keep the last set this long for the scheduler to rewrite it.
@@ -77,7 +76,7 @@ class DesiredReader:
                         self.holding = False
                     if members is not None and members != last:
                         last = members
-                        self._post(("desired", members))
+                        self._post(DesiredChanged(members))
                     # Returns early when the scheduler nudges us; drain bursts of nudges.
                     msg = pubsub.get_message(timeout=self._poll_s)
                     while msg is not None and not self._stop.is_set():

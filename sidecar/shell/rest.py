@@ -13,14 +13,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 
+from sidecar.shell.inbox import Post, RestAnswer
+
 log = logging.getLogger("sidecar.shell.rest")
 
-Post = Callable[[tuple[Any, ...]], None]
 TIMEOUT_S = 5.0
 THROTTLED_PAUSE_S = 10.0  # after a 429 or 5xx: let the server's budget refill
 
@@ -56,7 +56,7 @@ class RestClient:
             if wait > 0:
                 time.sleep(wait)
             self._next_at = time.monotonic() + self._interval
-            self._post(("rest", request_id, self._books(tokens)))
+            self._post(RestAnswer(request_id, self._books(tokens)))
 
     def _books(self, tokens: list[str]) -> list[Any] | None:
         body = orjson.dumps([{"token_id": t} for t in tokens])

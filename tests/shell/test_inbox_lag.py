@@ -10,6 +10,7 @@ from prometheus_client import generate_latest
 
 from sidecar.config import Settings
 from sidecar.shell.app import Runtime
+from sidecar.shell.inbox import FrameReceived
 from sidecar.shell.metrics import Metrics
 
 
@@ -33,7 +34,7 @@ def test_frames_reach_the_engine_with_their_receive_time_not_the_loop_time() -> 
     rt.engine = rec  # type: ignore[assignment]
     received = time.monotonic() - 2.0  # the loop gets to the frame 2 s after the reader stamped it
     loop_wall_ms = int(time.time() * 1000)
-    rt._handle(("frame", 7, b"{}", received), loop_wall_ms)
+    rt._handle(FrameReceived(7, b"{}", received), loop_wall_ms)
     ((conn_id, data, now, wall_ms),) = rec.calls
     assert (conn_id, data, now) == (7, b"{}", received)
     assert abs(wall_ms - (loop_wall_ms - 2000)) <= 20  # updated_at is when it arrived
@@ -43,9 +44,9 @@ def test_inbox_lag_is_the_worst_lag_since_the_last_summary() -> None:
     rt = runtime()
     rt.engine.on_frame = lambda *a: None  # type: ignore[method-assign]
     wall_ms = int(time.time() * 1000)
-    rt._handle(("frame", 1, b"{}", time.monotonic() - 0.5), wall_ms)
-    rt._handle(("frame", 1, b"{}", time.monotonic() - 1.5), wall_ms)
-    rt._handle(("frame", 1, b"{}", time.monotonic() - 0.2), wall_ms)
+    rt._handle(FrameReceived(1, b"{}", time.monotonic() - 0.5), wall_ms)
+    rt._handle(FrameReceived(1, b"{}", time.monotonic() - 1.5), wall_ms)
+    rt._handle(FrameReceived(1, b"{}", time.monotonic() - 0.2), wall_ms)
     rt._publish_summary(time.monotonic(), wall_ms)
     assert 1.5 <= rt._snapshot["inbox_lag"] < 1.6
     rt._publish_summary(time.monotonic(), wall_ms)  # nothing since: back to zero

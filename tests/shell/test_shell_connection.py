@@ -16,7 +16,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pytest
@@ -26,6 +26,7 @@ from pmsim.tls import SelfSigned, make_self_signed
 from devkit.net import free_port
 from devkit.wait import wait_for
 from sidecar.shell.connection import SocketRunner
+from sidecar.shell.inbox import ConnectFailed, FrameReceived, InboxMessage, SocketClosed, SocketOpened
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +51,25 @@ def sim(
         yield s
 
 
+M = TypeVar("M")
+
+
+def is_closed(e: InboxMessage) -> bool:
+    return isinstance(e, SocketClosed)
+
+
+def is_failed(e: InboxMessage) -> bool:
+    return isinstance(e, ConnectFailed)
+
+
 class Events:
     """Collects what a runner posts, in order, from its threads."""
 
     def __init__(self) -> None:
-        self.q: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self.seen: list[tuple[Any, ...]] = []
+        self.q: queue.SimpleQueue[InboxMessage] = queue.SimpleQueue()
+        self.seen: list[InboxMessage] = []
 
-    def post(self, event: tuple[Any, ...]) -> None:
+    def post(self, event: InboxMessage) -> None:
         self.q.put(event)
 
     def _drain(self) -> None:
@@ -68,28 +80,31 @@ class Events:
                 return
 
     def wait(
-        self, pred: Callable[[tuple[Any, ...]], bool], timeout: float = 10.0, what: str = ""
-    ) -> tuple[Any, ...]:
-        def find() -> tuple[Any, ...] | None:
+        self, pred: Callable[[InboxMessage], bool], timeout: float = 10.0, what: str = ""
+    ) -> InboxMessage:
+        def find() -> InboxMessage | None:
             self._drain()
             return next((e for e in self.seen if pred(e)), None)
 
         return wait_for(find, timeout=timeout, what=what)
 
-    def kinds(self, kind: str) -> list[tuple[Any, ...]]:
+    def kinds(self, kind: type[M]) -> list[M]:
         self._drain()
-        return [e for e in self.seen if e[0] == kind]
+        return [e for e in self.seen if isinstance(e, kind)]
+
+    def frames(self) -> list[FrameReceived]:
+        return self.kinds(FrameReceived)
 
     def texts(self) -> list[str]:
-        return [bytes(e[2]).decode() for e in self.kinds("frame")]
+        return [bytes(e.data).decode() for e in self.frames()]
 
 
 def start(url: str, conn_id: int = 1) -> tuple[SocketRunner, Events]:
     events = Events()
     runner = SocketRunner(conn_id, url, events.post)
     runner.start()
-    events.wait(lambda e: e[0] in ("open", "failed"), what="open")
-    assert events.kinds("open") == [("open", conn_id)], events.seen
+    events.wait(lambda e: isinstance(e, SocketOpened | ConnectFailed), what="open")
+    assert events.kinds(SocketOpened) == [SocketOpened(conn_id)], events.seen
     return runner, events
 
 
@@ -101,20 +116,20 @@ def test_frames_arrive_in_order_with_receive_times(sim: Simulator) -> None:
     runner.send(orjson.dumps({"type": "market", "assets_ids": [token]}).decode())
     for _ in range(5):
         runner.send("PING")
-    wait_for(lambda: len(events.kinds("frame")) >= 6, what="snapshot and five PONGs")
-    frames = events.kinds("frame")
-    assert [f[1] for f in frames] == [1] * 6
-    first = orjson.loads(frames[0][2])
+    wait_for(lambda: len(events.frames()) >= 6, what="snapshot and five PONGs")
+    frames = events.frames()
+    assert [f.conn_id for f in frames] == [1] * 6
+    first = orjson.loads(frames[0].data)
     assert isinstance(first, list)
     assert first[0]["asset_id"] == token
     assert first[0]["event_type"] == "book"
     assert events.texts()[1:] == ["PONG"] * 5
-    stamps = [f[3] for f in frames]
+    stamps = [f.recv_at for f in frames]
     assert stamps == sorted(stamps)
     assert before <= stamps[0] <= time.monotonic()
     runner.close()
-    events.wait(lambda e: e[0] == "closed", what="closed")
-    assert events.kinds("closed") == [("closed", 1, "local")]
+    events.wait(is_closed, what="closed")
+    assert events.kinds(SocketClosed) == [SocketClosed(1, "local")]
     assert sim.violations == []
 
 
@@ -122,14 +137,14 @@ def test_server_close_code_is_reported(sim: Simulator) -> None:
     _, events = start(sim.ws_url)
     conn = wait_for(lambda: sim.connections(), what="server-side connection")[-1]
     sim.close(conn.id, 1011, "bye")
-    assert events.wait(lambda e: e[0] == "closed", what="closed") == ("closed", 1, "close_1011")
+    assert events.wait(is_closed, what="closed") == SocketClosed(1, "close_1011")
 
 
 def test_server_drop_is_eof(sim: Simulator) -> None:
     _, events = start(sim.ws_url)
     conn = wait_for(lambda: sim.connections(), what="server-side connection")[-1]
     sim.drop(conn.id)
-    assert events.wait(lambda e: e[0] == "closed", what="closed") == ("closed", 1, "eof")
+    assert events.wait(is_closed, what="closed") == SocketClosed(1, "eof")
 
 
 def test_local_close_wakes_an_idle_reader_at_once(sim: Simulator) -> None:
@@ -137,9 +152,9 @@ def test_local_close_wakes_an_idle_reader_at_once(sim: Simulator) -> None:
     wait_for(lambda: sim.connections(), what="server-side connection")
     t0 = time.monotonic()
     runner.close()
-    events.wait(lambda e: e[0] == "closed", timeout=2.0, what="closed")
+    events.wait(is_closed, timeout=2.0, what="closed")
     assert time.monotonic() - t0 < 0.5  # the close frame is bounded to 0.2 s, then the socket shut
-    assert events.kinds("closed") == [("closed", 1, "local")]
+    assert events.kinds(SocketClosed) == [SocketClosed(1, "local")]
     wait_for(lambda: not sim.connections()[-1].open, what="server to see the close")
 
 
@@ -205,8 +220,8 @@ def test_local_close_is_bounded_when_the_server_reads_nothing(trust: SelfSigned,
         t0 = time.monotonic()
         runner.close()
         assert time.monotonic() - t0 < 0.5
-        events.wait(lambda e: e[0] == "closed", timeout=1.0, what="closed")
-        assert events.kinds("closed") == [("closed", 1, "local")]
+        events.wait(is_closed, timeout=1.0, what="closed")
+        assert events.kinds(SocketClosed) == [SocketClosed(1, "local")]
     finally:
         server.close()
 
@@ -214,12 +229,12 @@ def test_local_close_is_bounded_when_the_server_reads_nothing(trust: SelfSigned,
 def test_handshake_refused_and_rejected() -> None:
     events = Events()
     SocketRunner(7, f"ws://127.0.0.1:{free_port()}/ws/market", events.post).start()
-    assert events.wait(lambda e: e[0] == "failed", what="refused") == ("failed", 7, "refused", None)
+    assert events.wait(is_failed, what="refused") == ConnectFailed(7, "refused", None)
     with Simulator() as sim:
         sim.reject_handshakes(429, 1)
         events = Events()
         SocketRunner(8, sim.ws_url, events.post).start()
-        assert events.wait(lambda e: e[0] == "failed", what="429") == ("failed", 8, "http_429", 429)
+        assert events.wait(is_failed, what="429") == ConnectFailed(8, "http_429", 429)
 
 
 def test_untrusted_certificate_fails_the_handshake(cert: SelfSigned, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -229,8 +244,8 @@ def test_untrusted_certificate_fails_the_handshake(cert: SelfSigned, monkeypatch
         assert sim.ws_url.startswith("wss://")
         events = Events()
         SocketRunner(9, sim.ws_url, events.post).start()
-        failed = events.wait(lambda e: e[0] in ("failed", "open"), what="handshake result")
-        assert failed == ("failed", 9, "tls_verify", None)
+        failed = events.wait(lambda e: isinstance(e, ConnectFailed | SocketOpened), what="handshake result")
+        assert failed == ConnectFailed(9, "tls_verify", None)
         assert sim.connections() == []
 
 
@@ -281,6 +296,6 @@ def test_reads_and_writes_never_overlap_on_the_ssl_object(trust: SelfSigned) -> 
         wait_for(lambda: events.texts().count("PONG") == n, what=f"{n} PONGs")
         assert probe.calls > n
         assert probe.max_inside == 1
-        assert events.kinds("closed") == []
+        assert events.kinds(SocketClosed) == []
         assert sim.violations == []
         runner.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import fakeredis
 import pytest
@@ -15,21 +14,22 @@ import redis
 from devkit.wait import wait_for
 from sidecar.shell import desired
 from sidecar.shell.desired import DesiredReader
+from sidecar.shell.inbox import DesiredChanged, InboxMessage
 
 P = "pm:"
 
 
 class Posted:
     def __init__(self) -> None:
-        self.q: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.q: queue.SimpleQueue[InboxMessage] = queue.SimpleQueue()
 
-    def post(self, event: tuple[Any, ...]) -> None:
+    def post(self, event: InboxMessage) -> None:
         self.q.put(event)
 
     def get(self, timeout: float = 5.0) -> frozenset[bytes]:
-        kind, members = self.q.get(timeout=timeout)
-        assert kind == "desired"
-        return members
+        event = self.q.get(timeout=timeout)
+        assert isinstance(event, DesiredChanged), event
+        return event.members
 
     def nothing_for(self, seconds: float) -> bool:
         try:

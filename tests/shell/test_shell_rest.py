@@ -17,6 +17,7 @@ import pytest
 
 from devkit.net import free_port
 from sidecar.shell import rest
+from sidecar.shell.inbox import InboxMessage, RestAnswer
 from sidecar.shell.rest import RestClient
 
 
@@ -64,13 +65,15 @@ def stub() -> Iterator[Stub]:
 
 class Posted:
     def __init__(self) -> None:
-        self.q: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.q: queue.SimpleQueue[InboxMessage] = queue.SimpleQueue()
 
-    def post(self, event: tuple[Any, ...]) -> None:
+    def post(self, event: InboxMessage) -> None:
         self.q.put(event)
 
-    def get(self, timeout: float = 10.0) -> tuple[Any, ...]:
-        return self.q.get(timeout=timeout)
+    def get(self, timeout: float = 10.0) -> RestAnswer:
+        event = self.q.get(timeout=timeout)
+        assert isinstance(event, RestAnswer), event
+        return event
 
 
 @pytest.fixture
@@ -87,7 +90,7 @@ def test_posts_the_books_for_the_requested_tokens(stub: Stub, client: tuple[Rest
     books = [{"asset_id": "11", "bids": [], "asks": []}]
     stub.replies.put((200, json.dumps(books).encode()))
     c.fetch(42, ["11", "22"])
-    assert posted.get() == ("rest", 42, books)
+    assert posted.get() == RestAnswer(42, books)
     assert [(path, body) for _, path, body in stub.requests] == [
         ("/books", [{"token_id": "11"}, {"token_id": "22"}])
     ]
@@ -104,7 +107,7 @@ def test_unusable_answers_post_none_and_count(
     c, posted = client
     stub.replies.put((status, payload))
     c.fetch(1, ["11"])
-    assert posted.get() == ("rest", 1, None)
+    assert posted.get() == RestAnswer(1, None)
     assert c.errors == 1
 
 
@@ -114,7 +117,7 @@ def test_unreachable_server_posts_none_and_counts() -> None:
     c.start()
     try:
         c.fetch(3, ["11"])
-        assert posted.get() == ("rest", 3, None)
+        assert posted.get() == RestAnswer(3, None)
         assert c.errors == 1
     finally:
         c.stop()
@@ -128,7 +131,7 @@ def test_requests_never_exceed_the_budget(stub: Stub) -> None:
     try:
         for i in range(12):
             c.fetch(i, [str(i)])
-        got = [posted.get()[1] for _ in range(12)]
+        got = [posted.get().request_id for _ in range(12)]
     finally:
         c.stop()
     assert got == list(range(12))  # in order, one answer each
@@ -151,8 +154,8 @@ def test_throttling_answer_pauses_the_next_request(
         stub.replies.put((status, b"[]"))
         c.fetch(1, ["11"])
         c.fetch(2, ["11"])
-        assert posted.get() == ("rest", 1, None)
-        assert posted.get() == ("rest", 2, [])
+        assert posted.get() == RestAnswer(1, None)
+        assert posted.get() == RestAnswer(2, [])
     finally:
         c.stop()
     (t1, _, _), (t2, _, _) = stub.requests
@@ -191,9 +194,9 @@ def test_a_cut_answer_costs_one_request_not_the_rest_thread() -> None:
     try:
         for request_id in (1, 2):
             c.fetch(request_id, ["11"])
-            assert posted.get() == ("rest", request_id, None)
+            assert posted.get() == RestAnswer(request_id, None)
         c.fetch(3, ["11"])
-        assert posted.get() == ("rest", 3, [])
+        assert posted.get() == RestAnswer(3, [])
         assert c.errors == 2
     finally:
         c.stop()
