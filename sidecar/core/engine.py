@@ -20,15 +20,27 @@ from typing import Any
 from sidecar.core import crosscheck, events, health, protocol
 from sidecar.core.events import LevelChanges
 from sidecar.core.protocol import BUY, Levels, Malformed
-from sidecar.core.quote import LIVE, PENDING, RESOLVED, RESYNCING, STALE, UNSUBSCRIBED, TokenState
+from sidecar.core.quote import TokenState
 from sidecar.core.ratelog import RateLimitedLog
 from sidecar.core.shards import CONNECTING, OPEN, Conn, Shard, ShardMap, chunks
+from sidecar.core.status import (
+    BBO_SETTLING,
+    LIVE,
+    NO_DATA,
+    PENDING,
+    REMOVED,
+    RESOLVED,
+    RESYNCING,
+    SIDECAR_STOPPED,
+    STALE,
+    UNSUBSCRIBED,
+    set_status,
+)
 
 log = logging.getLogger("sidecar.core.engine")
 
 MAX_IDS_PER_FRAME = 100
 RESYNC_WAIT_S = 5.0  # a resyncing token with no book this long is redriven (again), then every 4x this
-BBO_SETTLING = "bbo_settling"  # reason while a top disagreeing with the exchange's may still settle
 RETIRE_GRACE_S = 10.0  # how long a replaced socket may linger before it is closed anyway
 REST_BATCH = 500
 REDRIVE_SLOW_S = 300.0  # retry period for a token whose redrive and move budget is spent
@@ -134,7 +146,7 @@ class Engine:
         self.invalid_desired = 0
         self.capped_desired = 0
         self._actions: list[Action] = []
-        self._dirty: set[str] = set()
+        self.dirty: set[str] = set()
         self._touched: set[str] = set()
         self._final: list[QuoteWrite] = []
         self._last_slow_check = now
@@ -201,16 +213,15 @@ class Engine:
         self.tokens[token] = st
         shard = self.shards.assign(token, now)
         st.shard_id = shard.id
-        self._dirty.add(token)
+        self.dirty.add(token)
         return shard.id
 
     def _remove_token(self, token: str) -> int:
         st = self.tokens.pop(token)
-        self._dirty.discard(token)
+        self.dirty.discard(token)
         self._touched.discard(token)
         self.rest_pending.discard(token)
-        st.status = UNSUBSCRIBED
-        st.reason = "removed_from_desired"
+        set_status(self, st, UNSUBSCRIBED, REMOVED)
         st.seq += 1
         self._seq_floor = max(self._seq_floor, st.seq)
         self._final.append(
@@ -394,12 +405,9 @@ class Engine:
         for token in shard.tokens:
             st = self.tokens[token]
             if st.status in (LIVE, RESYNCING):
-                st.status = STALE
-                st.reason = reason
-                self._dirty.add(token)
-            elif st.status in (PENDING, STALE) and st.reason != reason:
-                st.reason = reason
-                self._dirty.add(token)
+                set_status(self, st, STALE, reason)
+            elif st.status in (PENDING, STALE):
+                set_status(self, st, st.status, reason)
             st.confirmed = False
             st.sub_sent_at = None
 
@@ -617,8 +625,7 @@ class Engine:
         if event.tick_size is not None:
             st.tick_size = event.tick_size
         if st.status != RESOLVED:
-            st.status = LIVE
-            st.reason = ""
+            set_status(self, st, LIVE, "")
         st.resync_deadline = None
         st.source = "book"
         st.updated_at = wall_ms
@@ -626,7 +633,7 @@ class Engine:
         st.last_quiet_check = now
         if st.book.crossed:
             self.stats["crossed_books", ""] += 1
-        self._dirty.add(st.token)
+        self.dirty.add(st.token)
 
     def _on_price_change(self, conn: Conn, event: events.LevelChanges, now: float, wall_ms: int) -> None:
         """Apply each entry on its own; a token with an entry that cannot be applied is resynced."""
@@ -664,7 +671,7 @@ class Engine:
             st.last_quiet_check = now
             if moved:
                 st.source = "price_change"
-                self._dirty.add(token)
+                self.dirty.add(token)
             else:
                 self._touched.add(token)
 
@@ -736,16 +743,12 @@ class Engine:
             if settling:
                 self._unsettled.pop(st.token, None)
                 self.stats["bbo_settled", ""] += 1
-                st.status = LIVE
-                st.reason = ""
-                self._dirty.add(st.token)
+                set_status(self, st, LIVE, "")
             return True
         if pending is None:
             self._unsettled[st.token] = crosscheck.Unsettled(now, now + self.cfg.bbo_grace_s, stated)
             if not settling:
-                st.status = RESYNCING
-                st.reason = BBO_SETTLING
-                self._dirty.add(st.token)
+                set_status(self, st, RESYNCING, BBO_SETTLING)
             return False
         pending.claim = stated
         if now >= pending.deadline:
@@ -793,9 +796,7 @@ class Engine:
         if st.status == RESOLVED:
             return
         if st.status != RESYNCING or st.reason == BBO_SETTLING:
-            st.status = RESYNCING
-            st.reason = reason
-            self._dirty.add(st.token)
+            set_status(self, st, RESYNCING, reason)
         self._unsettled.pop(st.token, None)
         st.resync_deadline = now + RESYNC_WAIT_S
         self._reseed.add(st.token)
@@ -825,7 +826,7 @@ class Engine:
         st.last_trade_side = event.side
         st.last_trade_ts = event.ts
         st.last_recv = now
-        self._dirty.add(st.token)
+        self.dirty.add(st.token)
 
     def _on_tick_size(self, conn: Conn, event: events.TickSizeChange, now: float) -> None:
         st = self._token_event(conn, event.asset_id, now)
@@ -848,16 +849,14 @@ class Engine:
             # once (the next WS book still wins); without REST, redrive at once instead.
             self.stats["tick_size_change", "resync"] += 1
             self._resync(st, "tick_size_change", now, redrive=not self.cfg.rest_enabled)
-        self._dirty.add(st.token)
+        self.dirty.add(st.token)
 
     def _on_resolved(self, conn: Conn, event: events.Resolution, now: float) -> None:
         for asset in event.asset_ids:
             st = self._token_event(conn, asset, now)
             if st is None:
                 continue
-            st.status = RESOLVED
-            st.reason = "won" if event.winner == st.token else "market_resolved"
-            self._dirty.add(st.token)
+            set_status(self, st, RESOLVED, "won" if event.winner == st.token else "market_resolved")
 
     # ---- REST confirmation -----------------------------------------------------------------------
 
@@ -923,7 +922,7 @@ class Engine:
             st.source = "rest"
             st.updated_at = wall_ms
             st.last_recv = now
-            self._dirty.add(st.token)
+            self.dirty.add(st.token)
             self._redrive([st.token], "rest_mismatch", now)
 
     def _rest_levels(self, summary: dict[str, Any]) -> tuple[Levels, Levels] | None:
@@ -958,14 +957,13 @@ class Engine:
         tick = summary.get("tick_size")
         if isinstance(tick, str):
             st.tick_size = tick
-        st.status = LIVE
-        st.reason = ""
+        set_status(self, st, LIVE, "")
         st.source = "rest"
         st.resync_deadline = None
         st.updated_at = wall_ms
         st.last_recv = now
         st.last_quiet_check = now
-        self._dirty.add(st.token)
+        self.dirty.add(st.token)
 
     # ---- time ------------------------------------------------------------------------------------
 
@@ -1040,9 +1038,7 @@ class Engine:
         for token in conn.subscribed:
             st = self.tokens[token]
             if st.status == LIVE and health.overdue(st.event_gap, st.events, now - st.last_event_at, lo):
-                st.status = STALE
-                st.reason = "silence_suspected"
-                self._dirty.add(token)
+                set_status(self, st, STALE, "silence_suspected")
                 out.append(token)
         return out
 
@@ -1139,7 +1135,7 @@ class Engine:
         st.next_redrive_at = now + REDRIVE_SLOW_S
         if st.moves == 1:  # the budget just ran out: from now on one retry every REDRIVE_SLOW_S
             st.moves = 2
-            self._pending_reason(st, "no_data")
+            self._pending_reason(st, NO_DATA)
             self._rlog.warning(
                 "no_data",
                 now,
@@ -1153,9 +1149,8 @@ class Engine:
             redrive.setdefault("confirm_retry", []).append(st.token)
 
     def _pending_reason(self, st: TokenState, reason: str) -> None:
-        if st.status == PENDING and st.reason != reason:
-            st.reason = reason
-            self._dirty.add(st.token)
+        if st.status == PENDING:
+            set_status(self, st, PENDING, reason)
 
     def _move(self, st: TokenState, now: float) -> None:
         old = st.shard_id
@@ -1183,11 +1178,10 @@ class Engine:
         """Every quote we can no longer vouch for becomes stale before the process exits."""
         self.stopping = True
         for st in self.tokens.values():
-            if st.status in (LIVE, RESYNCING):
-                st.status = STALE
-            if st.status in (STALE, PENDING):
-                st.reason = "sidecar_stopped"
-                self._dirty.add(st.token)
+            if st.status in (LIVE, RESYNCING, STALE):
+                set_status(self, st, STALE, SIDECAR_STOPPED)
+            elif st.status == PENDING:
+                set_status(self, st, PENDING, SIDECAR_STOPPED)
         self._unsettled.clear()
         self._reseed.clear()
         for conn in list(self.conns.values()):
@@ -1207,7 +1201,7 @@ class Engine:
         out = self._final
         self._final = []
         epoch = self.epoch
-        for token in self._dirty:
+        for token in self.dirty:
             st = self.tokens.get(token)
             if st is None:
                 continue
@@ -1224,7 +1218,7 @@ class Engine:
                 )
             )
             st.fresh = False
-        self._dirty.clear()
+        self.dirty.clear()
         if self._touched and now >= self._next_touch_scan:
             self._next_touch_scan = now + TOUCH_SCAN_S
             keep: set[str] = set()
@@ -1243,7 +1237,7 @@ class Engine:
         return out
 
     def no_data_count(self) -> int:
-        return sum(1 for st in self.tokens.values() if st.reason == "no_data")
+        return sum(1 for st in self.tokens.values() if st.reason == NO_DATA)
 
     def counts(self) -> Counter[str]:
         return Counter(st.status for st in self.tokens.values())

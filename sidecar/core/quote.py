@@ -1,19 +1,12 @@
 """What the sidecar knows about one token, and how that becomes the Redis quote hash.
 
-Field names and statuses here are the public Redis contract (docs/redis-contract.md).
+Field names here are the public Redis contract (docs/redis-contract.md); statuses: sidecar.core.status.
 """
 
 from __future__ import annotations
 
 from sidecar.core.book import EMPTY_TOP, Book, Top
-
-PENDING = "pending"
-LIVE = "live"
-RESYNCING = "resyncing"
-STALE = "stale"
-RESOLVED = "resolved"
-UNSUBSCRIBED = "unsubscribed"
-STATUSES = (PENDING, LIVE, RESYNCING, STALE, RESOLVED, UNSUBSCRIBED)
+from sidecar.core.status import LIVE, PENDING, SUBSCRIBING, Status
 
 
 class TokenState:
@@ -57,8 +50,8 @@ class TokenState:
         self.token = token
         self.book = Book()
         self.shown: Top = EMPTY_TOP  # the prices writes show (see prices())
-        self.status = PENDING
-        self.reason = "subscribing"
+        self.status: Status = PENDING  # status and reason change only in sidecar.core.status.set_status
+        self.reason = SUBSCRIBING
         self.seq = seq_base
         self.ts: int | None = None  # exchange ms of the latest event applied
         self.updated_at: int | None = None  # sidecar ms when the exchange last confirmed the top

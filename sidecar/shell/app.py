@@ -21,7 +21,7 @@ from typing import Any, assert_never
 from sidecar import __version__, logs
 from sidecar.config import Settings
 from sidecar.core.engine import Close, Engine, EngineConfig, Open, RestFetch, Send
-from sidecar.core.quote import LIVE, PENDING
+from sidecar.core.status import LIVE, PENDING
 from sidecar.shell import allocator
 from sidecar.shell.connection import SocketRunner
 from sidecar.shell.desired import DesiredReader
