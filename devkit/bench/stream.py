@@ -1,4 +1,5 @@
-"""The bench's price_change stream, generated from a model of the simulator's books.
+"""The bench's price_change stream, generated from a model of the simulator's books (the
+frames built by ``pmsim.messages``, as the simulator builds its own).
 
 The model starts from ``sim.book()`` and applies every entry it generates first, so each entry's
 best_bid/best_ask is the truth the simulator will hold once the same changes are applied to it
@@ -15,19 +16,17 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import orjson
+from pmsim import canon, messages
 
 TICK = Decimal("0.01")
 Top = tuple[str, str, str, str]  # bid, bid_size, ask, ask_size
 Change = tuple[str, str, str, str]  # token, side, price, size: what apply_silently takes
-Entry = dict[str, str]  # one price_changes entry, as on the wire
+Entry = messages.Event  # one price_changes entry, as on the wire
 
 
 def price_change_frame(market: str, entries: list[Entry], ts: str) -> bytes:
     """One encoded price_change frame, as the exchange sends it."""
-    return orjson.dumps(
-        {"market": market, "price_changes": entries, "timestamp": ts, "event_type": "price_change"}
-    )
+    return messages.encode(messages.price_change(market, entries, ts))
 
 
 def now_ms() -> str:
@@ -48,8 +47,6 @@ class BookModel:
     sim.book(); every generated entry is applied here first so best_bid/best_ask are the truth."""
 
     def __init__(self, sim: Any, markets: list[tuple[str, list[str]]], seed: int) -> None:
-        from pmsim import canon
-
         self.rng = random.Random(seed)
         self.markets = markets
         self.prices = [""] + [canon(TICK * i) for i in range(1, 100)]
@@ -118,15 +115,9 @@ class BookModel:
                 self.ba[tok] = idx
         side = "BUY" if buy else "SELL"
         price = self.prices[idx]
-        e = {
-            "asset_id": tok,
-            "price": price,
-            "size": size,
-            "side": side,
-            "hash": f"{next(self.hashes):040x}",
-            "best_bid": self.prices[self.bb[tok]],
-            "best_ask": self.prices[self.ba[tok]],
-        }
+        best_bid, best_ask = self.prices[self.bb[tok]], self.prices[self.ba[tok]]
+        digest = f"{next(self.hashes):040x}"
+        e = messages.price_change_entry(tok, price, size, side, digest, best_bid, best_ask)
         return e, (tok, side, price, size), moved
 
     def stream(self, n_frames: int, encode: bool) -> Stream:

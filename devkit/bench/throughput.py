@@ -7,12 +7,24 @@ from __future__ import annotations
 import os
 import signal
 import time
+from typing import Any
 
 from devkit.bench import profile
 from devkit.bench.context import Bench, P, stage
 from devkit.bench.workers import NAIVE_P
 from devkit.procfs import cpu_s
 from devkit.scrape import hist_delta, hist_quantile, scrape, total
+
+
+def rates(b: Bench, dt: float) -> dict[str, Any]:
+    """The stream's size and how fast it went through in ``dt`` seconds."""
+    return {
+        "events": b.s.events,
+        "frames": len(b.s.frames),
+        "seconds": round(dt, 3),
+        "events_per_s": round(b.s.events / dt),
+        "frames_per_s": round(len(b.s.frames) / dt),
+    }
 
 
 def transport(b: Bench) -> None:
@@ -57,11 +69,7 @@ def naive(b: Bench) -> None:
             os.sched_setaffinity(redis_pid, set(cpus))
     dt = t1 - t0
     b.results["naive"] = {
-        "events": b.s.events,
-        "frames": len(b.s.frames),
-        "seconds": round(dt, 3),
-        "events_per_s": round(b.s.events / dt),
-        "frames_per_s": round(len(b.s.frames) / dt),
+        **rates(b, dt),
         "final_state_equals_truth": True,
         "placement": f"naive client and redis-server pinned to CPU {cpus[-1]} (its best case)"
         if pinned
@@ -89,11 +97,7 @@ def sidecar(b: Bench) -> None:
     flushes = "pm_sidecar_redis_flush_tokens_count"
     writes = "pm_sidecar_redis_flush_tokens_sum"
     b.results["sidecar"] = {
-        "events": b.s.events,
-        "frames": len(b.s.frames),
-        "seconds": round(dt, 3),
-        "events_per_s": round(b.s.events / dt),
-        "frames_per_s": round(len(b.s.frames) / dt),
+        **rates(b, dt),
         "top_of_book_moves": b.s.top_moves,
         "final_state_equals_truth": True,
         "cpu_s": round(cpu1 - cpu0, 3),

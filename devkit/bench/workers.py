@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 import redis
+from pmsim import messages
 
 from devkit import REPO
 from devkit.procs import stop_process
@@ -70,9 +71,9 @@ def _ws_subscribe(url: str, tokens: list[str]) -> Any:
 
     ws = websocket.create_connection(url, timeout=30, skip_utf8_validation=True, suppress_origin=True)
     if tokens:
-        ws.send(json.dumps({"type": "market", "assets_ids": tokens[:100], "initial_dump": True}))
+        ws.send(json.dumps(messages.subscription(tokens[:100], custom_feature_enabled=False)))
         for i in range(100, len(tokens), 100):
-            ws.send(json.dumps({"operation": "subscribe", "assets_ids": tokens[i : i + 100]}))
+            ws.send(json.dumps(messages.operation("subscribe", tokens[i : i + 100])))
     return ws
 
 
