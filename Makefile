@@ -26,7 +26,7 @@ integration: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check sidecar sim devkit tests examples
 	$(PY) -m ruff format --check sidecar sim devkit tests examples
-	$(PY) -m mypy sidecar
+	$(PY) -m mypy sidecar sim/pmsim
 
 demo: $(STAMP)
 	$(PY) -m devkit.demo

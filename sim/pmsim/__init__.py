@@ -1,6 +1,7 @@
 """Local Polymarket market-channel exchange simulator (WS + REST on loopback) for tests, demo, bench."""
 
 from .book import Top, canon
-from .server import ConnInfo, Simulator
+from .conns import ConnInfo
+from .server import Simulator
 
 __all__ = ["ConnInfo", "Simulator", "Top", "canon"]

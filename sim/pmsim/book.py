@@ -130,10 +130,10 @@ class Book:
         asks = [(canon(p), canon(self.asks[p])) for p in sorted(self.asks)]
         return bids, asks
 
-    def wire_levels(self) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    def wire_levels(self) -> tuple[Levels, Levels]:
         """Bids ascending and asks descending: best level LAST on both sides, as live frames do."""
-        bids = [{"price": canon(p), "size": canon(self.bids[p])} for p in sorted(self.bids)]
-        asks = [{"price": canon(p), "size": canon(self.asks[p])} for p in sorted(self.asks, reverse=True)]
+        bids = [(canon(p), canon(self.bids[p])) for p in sorted(self.bids)]
+        asks = [(canon(p), canon(self.asks[p])) for p in sorted(self.asks, reverse=True)]
         return bids, asks
 
 

@@ -2,10 +2,12 @@
 
 :class:`Sim` drives :class:`sidecar.core.engine.Engine` the way ``sidecar.shell.app.Runtime`` does (actions
 carried out, ``Close`` answered by ``on_closed(..., "local")``, writes drained after every step),
-with a simulated clock. Its fake exchange checks every frame the engine sends against the wire
-rules (first frame ``type: market``, never a second one, ≤100 ids, no empty frames, no re-subscribe
-of an id already on the socket, PING only after the subscription) and can answer PINGs and
-subscriptions like the real server.
+with a simulated clock. Its fake exchange holds every frame the engine sends to the wire rules
+through the simulator's own sans-I/O session (:class:`pmsim.session.Session`: first frame
+``type: market``, never a second one, ≤100 ids, no re-subscribe of an id already on the socket, no
+unsubscribe of one that is not, PING only after the subscription), adds this engine's habits (no
+empty frames, exactly the frames :mod:`pmsim.messages` builds) and can answer PINGs and
+subscriptions like the real server. The event builders are thin wrappers of :mod:`pmsim.messages`.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from typing import Any
 
 import orjson
 from pmsim import messages
+from pmsim.messages import PONG
+from pmsim.session import Kind, Session
 
 from sidecar.core.engine import Close, Engine, EngineConfig, Open, QuoteWrite, RestFetch, Send
-from sidecar.core.protocol import is_token_id
 
 TS0 = 1_700_000_000_000  # wall clock (ms) at the start of every simulation
 T0 = 1000.0  # monotonic clock at the start of every simulation
@@ -148,7 +151,7 @@ class Sim:
         self.writes: list[tuple[float, QuoteWrite]] = []
         self.sent: dict[int, list[str]] = defaultdict(list)
         self.send_log: list[tuple[float, int, str]] = []
-        self.server_subs: dict[int, set[str]] = defaultdict(set)
+        self.sessions: dict[int, Session] = {}  # the exchange side of each open socket
         self.first_seen: set[int] = set()
         self.open_conns: set[int] = set()
         self.ever_opened: set[int] = set()
@@ -200,7 +203,7 @@ class Sim:
 
     def close_from_server(self, conn_id: int, reason: str = "close_1006") -> list[QuoteWrite]:
         self.open_conns.discard(conn_id)
-        self.server_subs.pop(conn_id, None)
+        self.sessions.pop(conn_id, None)
         self.engine.on_closed(conn_id, reason, self.now)
         return self.pump()
 
@@ -238,7 +241,7 @@ class Sim:
         elif isinstance(action, Close):
             was_open = action.conn_id in self.open_conns
             self.open_conns.discard(action.conn_id)
-            self.server_subs.pop(action.conn_id, None)
+            self.sessions.pop(action.conn_id, None)
             self.inbox = deque(item for item in self.inbox if item[0] != action.conn_id)
             if was_open or action.conn_id in self.ever_opened:
                 self.engine.on_closed(action.conn_id, "local", self.now)
@@ -252,59 +255,46 @@ class Sim:
         return self.pump()
 
     def _check_send(self, action: Send) -> None:
+        """Hold each frame to the exchange's own rules (its session), then to this engine's habits."""
         conn, text = action.conn_id, action.text
         if conn not in self.open_conns:
             raise WireError(f"send on a socket that is not open: {conn} {text[:80]}")
         self.sent[conn].append(text)
         self.send_log.append((self.now, conn, text))
-        if text == "PING":
-            if conn not in self.first_seen:
-                raise WireError("PING before the subscription frame")
-            if self.answer_ping:
-                self.inbox.append((conn, b"PONG"))
-            return
-        obj = orjson.loads(text)
-        if "type" in obj:
-            if conn in self.first_seen:
-                raise WireError(f"second type:market frame on socket {conn}")
-            expected = {"type", "assets_ids", "initial_dump", "custom_feature_enabled"}
-            if set(obj) != expected or obj["type"] != "market":
-                raise WireError(f"bad first frame {text[:120]}")
-            if obj["initial_dump"] is not True or obj["custom_feature_enabled"] is not True:
-                raise WireError(f"bad first frame flags {text[:120]}")
+        session = self.sessions.setdefault(conn, Session())
+        if text != "PING":
+            self._check_engine_frame(conn, text, session.greeted)
+        reply = session.receive(text)
+        if reply.violations or reply.close is not None:
+            raise WireError(f"socket {conn}: {'; '.join(reply.violations) or reply.close}")
+        if reply.kind is Kind.SUBSCRIPTION:
             self.first_seen.add(conn)
-            op = "subscribe"
+        if reply.answer == PONG and self.answer_ping:
+            self.inbox.append((conn, PONG.encode()))
+        if self.answer_subscribe and reply.dump:
+            snapshots = [self.snapshot(t) for t in reply.added if t not in self.mute]
+            if snapshots:
+                self.inbox.append((conn, encode(*snapshots)))
+
+    @staticmethod
+    def _check_engine_frame(conn: int, text: str, greeted: bool) -> None:
+        """Beyond the wire rules: the engine sends exactly the frames pmsim.messages builds, never
+        empty, the subscription always with initial_dump and custom features on."""
+        obj = orjson.loads(text)
+        ids = obj.get("assets_ids") if isinstance(obj, dict) else None
+        if not isinstance(ids, list) or not ids:
+            raise WireError(f"frame without ids on socket {conn}: {text[:120]}")
+        if not greeted:
+            expected = messages.subscription(ids)
         else:
-            if conn not in self.first_seen:
-                raise WireError(f"first frame on socket {conn} is not type:market: {text[:80]}")
-            if set(obj) != {"operation", "assets_ids"}:
-                raise WireError(f"bad operation frame {text[:120]}")
-            op = obj["operation"]
-            if op not in ("subscribe", "unsubscribe"):
-                raise WireError(f"bad operation {op!r}")
-        ids = obj["assets_ids"]
-        if not isinstance(ids, list) or not 1 <= len(ids) <= 100:
-            raise WireError(f"frame with {len(ids)} ids")
-        if len(set(ids)) != len(ids):
-            raise WireError("duplicate ids in one frame")
-        for token in ids:
-            if not isinstance(token, str) or not is_token_id(token):
-                raise WireError(f"invalid id sent upstream: {token!r}")
-        subs = self.server_subs[conn]
-        if op == "subscribe":
-            again = subs & set(ids)
-            if again:
-                raise WireError(f"re-subscribe of ids already on socket {conn}: {sorted(again)[:3]}")
-            subs.update(ids)
-            if self.answer_subscribe:
-                snapshots = [self.snapshot(t) for t in ids if t not in self.mute]
-                if snapshots:
-                    self.inbox.append((conn, encode(*snapshots)))
-        else:
-            missing = set(ids) - subs
-            if missing:
-                raise WireError(f"unsubscribe of ids not on socket {conn}")
-            subs.difference_update(ids)
+            expected = messages.operation(obj.get("operation"), ids)
+        if obj != expected:
+            raise WireError(f"bad frame on socket {conn}: {text[:120]}")
+
+    @property
+    def server_subs(self) -> defaultdict[int, set[str]]:
+        """The tokens each open socket is subscribed to, as the exchange's session holds them."""
+        return defaultdict(set, {conn: session.subscribed for conn, session in self.sessions.items()})
 
     def snapshot(self, token: str) -> dict[str, Any]:
         bids, asks = self.server_books.get(token, (DEFAULT_BIDS, DEFAULT_ASKS))

@@ -1,0 +1,94 @@
+"""What the simulator counts and what it has been told to refuse, shared across threads.
+
+The event loop, the HTTP threads and the caller's threads all touch these, so they sit behind
+one lock and nothing else: no loop state lives here.
+"""
+
+from __future__ import annotations
+
+import threading
+
+
+class Ledger:
+    """Protocol violations, handshake and REST counters, and the pending refusals."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._violations: list[str] = []
+        self._handshakes = 0
+        self._reject: tuple[int, int] = (0, 0)  # (HTTP status, handshakes left to refuse)
+        self._rest_requests = 0
+        self._rest_fail: tuple[int, int] = (0, 0)  # (HTTP status, requests left to fail)
+        self._rest_delay = 0.0
+        self._rest_in_flight = 0
+
+    # ---- violations
+
+    def violation(self, text: str) -> None:
+        with self._lock:
+            self._violations.append(text)
+
+    @property
+    def violations(self) -> list[str]:
+        with self._lock:
+            return list(self._violations)
+
+    # ---- WebSocket handshakes
+
+    @property
+    def handshakes(self) -> int:
+        with self._lock:
+            return self._handshakes
+
+    def reject_handshakes(self, status: int, count: int) -> None:
+        with self._lock:
+            self._reject = (status, count)
+
+    def handshake(self) -> int | None:
+        """Count a handshake; return the HTTP status to refuse it with, or None to upgrade."""
+        with self._lock:
+            self._handshakes += 1
+            status, count = self._reject
+            if count <= 0:
+                return None
+            self._reject = (status, count - 1)
+            return status
+
+    # ---- REST (the RestHooks the HTTP threads call)
+
+    @property
+    def rest_requests(self) -> int:
+        with self._lock:
+            return self._rest_requests
+
+    @property
+    def rest_in_flight(self) -> int:
+        with self._lock:
+            return self._rest_in_flight
+
+    def set_rest_delay(self, seconds: float) -> None:
+        with self._lock:
+            self._rest_delay = seconds
+
+    def rest_fail(self, status: int, count: int) -> None:
+        with self._lock:
+            self._rest_fail = (status, count)
+
+    def rest_begin(self) -> int | None:
+        """Count a request as received and in flight; return a status to fail it with, or None."""
+        with self._lock:
+            self._rest_requests += 1
+            self._rest_in_flight += 1
+            status, count = self._rest_fail
+            if count > 0:
+                self._rest_fail = (status, count - 1)
+                return status
+        return None
+
+    def rest_hold(self) -> float:
+        with self._lock:
+            return self._rest_delay
+
+    def rest_end(self) -> None:
+        with self._lock:
+            self._rest_in_flight -= 1
