@@ -238,3 +238,29 @@ _PARSERS = {
     RESOLVED: _resolved,
     NEW_MARKET: _new_market,
 }
+
+
+def parse_rest_books(books: list[object]) -> list[Book | BadEvent]:
+    """``POST /books`` answers: one :class:`Book` (or :class:`BadEvent` naming its asset) per
+    summary object; anything that is not an object is skipped."""
+    out: list[Book | BadEvent] = []
+    for raw in books:
+        if not isinstance(raw, dict):
+            continue
+        try:
+            raw_bids, raw_asks = book_sides(raw)
+            bids, asks = parse_levels(raw_bids), parse_levels(raw_asks)
+        except Malformed as exc:
+            out.append(BadEvent(BOOK, exc.reason, exc.detail, _str(raw.get("asset_id"))))
+            continue
+        out.append(
+            Book(
+                _str(raw.get("asset_id")),
+                bids,
+                asks,
+                timestamp_ms(raw.get("timestamp")),
+                _str(raw.get("market")),
+                _str(raw.get("tick_size")),
+            )
+        )
+    return out

@@ -14,6 +14,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal, Protocol
 
+from sidecar.core.stats import Stat
+
 if TYPE_CHECKING:
     from sidecar.core.quote import TokenState
 
@@ -142,7 +144,7 @@ class Writable(Protocol):
     """What :func:`set_status` needs: the set of tokens to write, and the counters."""
 
     dirty: set[str]
-    stats: Counter[tuple[str, str]]
+    stats: Counter[tuple[Stat, str]]
 
 
 def set_status(ctx: Writable, st: TokenState, status: Status, reason: str) -> None:
@@ -158,7 +160,7 @@ def set_status(ctx: Writable, st: TokenState, status: Status, reason: str) -> No
         what = f"{old}->{status}:{reason}"
         if STRICT:
             raise IllegalTransition(f"token {st.token}: {what}")
-        ctx.stats["illegal_transitions", f"{old}->{status}"] += 1
+        ctx.stats[Stat.ILLEGAL_TRANSITIONS, f"{old}->{status}"] += 1
         log.error("illegal status change for token %s: %s", st.token, what)
     st.status = status
     st.reason = reason

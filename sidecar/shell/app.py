@@ -21,7 +21,8 @@ from typing import Any, assert_never
 from sidecar import __version__, logs
 from sidecar.config import Settings
 from sidecar.core.engine import Close, Engine, EngineConfig, Open, RestFetch, Send
-from sidecar.core.status import LIVE, PENDING
+from sidecar.core.stats import Stat
+from sidecar.core.status import LIVE, PENDING, RESYNCING, STALE
 from sidecar.shell import allocator
 from sidecar.shell.connection import SocketRunner
 from sidecar.shell.desired import DesiredReader
@@ -35,7 +36,7 @@ from sidecar.shell.inbox import (
     SocketOpened,
     Wake,
 )
-from sidecar.shell.metrics import Metrics, serve
+from sidecar.shell.metrics import Metrics, Snapshot, serve
 from sidecar.shell.redisconn import make_client
 from sidecar.shell.rest import RestClient
 from sidecar.shell.writer import QuoteWriter
@@ -61,7 +62,7 @@ class Runtime:
         self.inbox: queue.SimpleQueue[InboxMessage] = queue.SimpleQueue()
         self.sockets: dict[int, SocketRunner] = {}
         self._stop = threading.Event()
-        self._snapshot: dict[str, Any] = {"loop_at": now, "version": __version__, "epoch": self.epoch}
+        self._snapshot = Snapshot(loop_at=now, version=__version__, epoch=self.epoch)
         self.metrics = Metrics(lambda: self._snapshot, lambda: self.writer.alive_until)
         self.writer = QuoteWriter(
             lambda **redis_kwargs: make_client(settings, **redis_kwargs),
@@ -93,7 +94,8 @@ class Runtime:
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         ok, detail = self.health()
-        qh = float(self._snapshot.get("quote_health", 0.0))
+        report = self._snapshot.engine_report
+        qh = 0.0 if report is None else report.quote_health  # 0 until the first summary
         detail.update(quote_health=qh, threshold=self.settings.ready_quote_health)
         return ok and self._got_desired and qh >= self.settings.ready_quote_health, detail
 
@@ -232,37 +234,20 @@ class Runtime:
         summary = engine.summary(wall_ms, __version__, counts)
         # The loop's own heartbeat: the only thing that (re)starts the alive key's TTL.
         self.writer.submit_summary(summary, beat_at=now)
-        for name, value in engine.observations:
-            if name == "confirm_latency":
-                self.metrics.confirm_latency.observe(value)
-        engine.observations.clear()
+        report = engine.report(now, wall_ms, counts)
+        for latency in report.confirm_latencies:
+            self.metrics.confirm_latency.observe(latency)
         writer = self.writer.snapshot()
-        self._snapshot = {
-            "loop_at": now,
-            "version": __version__,
-            "epoch": self.epoch,
-            "stats": dict(engine.stats),
-            "statuses": dict(counts),
-            "sockets": dict(engine.connection_states()),
-            "desired": len(engine.tokens),
-            "live": int(summary["live"]),
-            "connections": int(summary["connections"]),
-            "connections_up": int(summary["connections_up"]),
-            "pending": int(summary["pending"]),
-            "no_data": engine.no_data_count(),
-            "quote_health": engine.quote_health(counts),
-            "invalid_desired": engine.invalid_desired,
-            "capped": engine.capped_desired,
-            "oldest_live_age": engine.oldest_live_age(wall_ms),
-            "inbox_lag": self._inbox_lag,
-            "socket_ages": engine.socket_ages(now),
-            "redis_up": writer["redis_up"],
-            "backlog": writer["backlog"],
-            "redis_errors": {
-                "writer": writer["errors"],
-                "desired": self.desired.errors,
-            },
-        }
+        self._snapshot = Snapshot(
+            engine_report=report,
+            loop_at=now,
+            version=__version__,
+            epoch=self.epoch,
+            inbox_lag=self._inbox_lag,
+            redis_up=bool(writer["redis_up"]),
+            backlog=int(writer["backlog"]),
+            redis_errors={"writer": int(writer["errors"]), "desired": self.desired.errors},
+        )
         self._inbox_lag = 0.0
         if not self._ready_sent and self.writer.ever_connected.is_set():
             self._ready_sent = True
@@ -273,40 +258,40 @@ class Runtime:
 
     def _status_line(self) -> str:
         snap = self._snapshot
-        statuses = snap.get("statuses", {})
-        stats = snap.get("stats", {})
-        reconnects = sum(v for (k, _), v in stats.items() if k == "reconnects")
+        report = snap.report
+        statuses = report.statuses
         up = sum(1 for _ in self.sockets)
         return (
-            f"desired={snap.get('desired', 0)} live={statuses.get(LIVE, 0)} "
-            f"pending={statuses.get(PENDING, 0)} stale={statuses.get('stale', 0)} "
-            f"resyncing={statuses.get('resyncing', 0)} health={snap.get('quote_health', 1.0):.3f} "
-            f"sockets={up} reconnects={reconnects} redis={'up' if snap.get('redis_up') else 'DOWN'} "
-            f"backlog={snap.get('backlog', 0)}"
+            f"desired={report.desired} live={statuses.get(LIVE, 0)} "
+            f"pending={statuses.get(PENDING, 0)} stale={statuses.get(STALE, 0)} "
+            f"resyncing={statuses.get(RESYNCING, 0)} health={report.quote_health:.3f} "
+            f"sockets={up} reconnects={report.stat_total(Stat.RECONNECTS)} "
+            f"redis={'up' if snap.redis_up else 'DOWN'} backlog={snap.backlog}"
         )
 
     def _log_summary(self, now: float) -> None:
         """The minute's summary line: counts, sockets, events/s and mean Redis flush time."""
         snap = self._snapshot
-        statuses = snap.get("statuses", {})
-        events = float(sum(v for (k, _), v in self.engine.stats.items() if k == "events"))
+        report = snap.report
+        statuses = report.statuses
+        events = float(sum(v for (k, _), v in self.engine.stats.items() if k == Stat.EVENTS))
         flush_sum, flush_count = _histogram_totals(self.metrics.redis_write_latency)
         then = self._last_log
         self._last_log = (now, events, flush_sum, flush_count)
         latency = logs.mean_delta(flush_sum, flush_count, then[2], then[3])
         line = logs.MinuteSummary(
-            desired=int(snap.get("desired", 0)),
-            live=int(statuses.get(LIVE, 0)),
-            pending=int(statuses.get(PENDING, 0)),
-            stale=int(statuses.get("stale", 0)),
-            resyncing=int(statuses.get("resyncing", 0)),
-            sockets_up=int(snap.get("connections_up", 0)),
-            sockets=int(snap.get("connections", 0)),
+            desired=report.desired,
+            live=statuses.get(LIVE, 0),
+            pending=statuses.get(PENDING, 0),
+            stale=statuses.get(STALE, 0),
+            resyncing=statuses.get(RESYNCING, 0),
+            sockets_up=report.connections_up,
+            sockets=report.connections,
             events_per_s=logs.rate(events, then[1], now - then[0]),
             redis_latency_ms=None if latency is None else latency * 1000,
-            redis_up=bool(snap.get("redis_up")),
-            backlog=int(snap.get("backlog", 0)),
-            quote_health=float(snap.get("quote_health", 1.0)),
+            redis_up=snap.redis_up,
+            backlog=snap.backlog,
+            quote_health=report.quote_health,
         )
         log.info("%s", line.message(), extra={"fields": line.fields()})
 

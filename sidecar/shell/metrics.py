@@ -1,7 +1,8 @@
 """Prometheus metrics and the /metrics, /healthz, /readyz endpoint (one port, 127.0.0.1 default).
 
-Engine counters are read at scrape time from a snapshot the runtime refreshes every second, so
-the hot path never touches a metrics lock. Histograms are observed by the shell where the time
+Engine counters are read at scrape time from a typed :class:`Snapshot` (the engine's
+:class:`~sidecar.core.report.Report` and the shell's own figures) the runtime refreshes every
+second, so the hot path never touches a metrics lock. Histograms are observed by the shell where the time
 is measured. No per-token labels: cardinality stays bounded however many tokens are desired.
 """
 
@@ -12,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -20,54 +22,80 @@ from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
+from sidecar.core.engine import Report
+from sidecar.core.stats import Stat
+from sidecar.core.status import LIVE, PENDING
+
 log = logging.getLogger("sidecar.shell.metrics")
 
 NS = "pm_sidecar"
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-# engine stats key -> (metric name, help, label name or None)
-COUNTERS: dict[str, tuple[str, str, str | None]] = {
-    "reconnects": ("reconnects", "Socket reconnects and replacements by reason.", "reason"),
-    "connects": ("connects", "Sockets that completed the WebSocket handshake.", None),
-    "connect_failures": ("connect_failures", "Failed socket handshakes by reason.", "reason"),
-    "frames": ("frames", "Frames received by kind.", "kind"),
-    "events": ("events", "Market events received by event_type (filtered: not ours).", "type"),
-    "parse_errors": ("parse_errors", "Malformed frames or events by reason.", "reason"),
-    "control": ("control_frames", "Non-JSON text frames by text.", "text"),
-    "subscribes": ("subscribes", "Token subscriptions sent.", None),
-    "redrives": ("redrives", "Token unsubscribe+subscribe redrives by reason.", "reason"),
-    "moves": ("token_moves", "Tokens moved to a fresh socket after failing to confirm.", None),
-    "probes": ("silence_probes", "Silence probes of quiet sockets by result.", "result"),
-    "bbo_mismatch": (
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What /metrics shows, refreshed by the runtime once a second (the hot path never touches a
+    metrics lock). ``loop_at`` None: the loop has not run yet (no lag to show)."""
+
+    engine_report: Report | None = None  # None until the engine's first report
+    loop_at: float | None = None
+    version: str = ""
+    epoch: str = ""
+    inbox_lag: float = 0.0  # worst frame receive -> processed delay over the last second
+    redis_up: bool = False
+    backlog: int = 0
+    redis_errors: dict[str, int] = field(default_factory=dict)  # by component
+
+    @property
+    def report(self) -> Report:
+        """The engine's report, or an empty one (no tokens, health 1.0) before the first."""
+        return self.engine_report if self.engine_report is not None else _NO_REPORT
+
+
+_NO_REPORT = Report()
+
+# engine counter -> (metric name, help, label name or None)
+COUNTERS: dict[Stat, tuple[str, str, str | None]] = {
+    Stat.RECONNECTS: ("reconnects", "Socket reconnects and replacements by reason.", "reason"),
+    Stat.CONNECTS: ("connects", "Sockets that completed the WebSocket handshake.", None),
+    Stat.CONNECT_FAILURES: ("connect_failures", "Failed socket handshakes by reason.", "reason"),
+    Stat.FRAMES: ("frames", "Frames received by kind.", "kind"),
+    Stat.EVENTS: ("events", "Market events received by event_type (filtered: not ours).", "type"),
+    Stat.PARSE_ERRORS: ("parse_errors", "Malformed frames or events by reason.", "reason"),
+    Stat.CONTROL: ("control_frames", "Non-JSON text frames by text.", "text"),
+    Stat.SUBSCRIBES: ("subscribes", "Token subscriptions sent.", None),
+    Stat.REDRIVES: ("redrives", "Token unsubscribe+subscribe redrives by reason.", "reason"),
+    Stat.MOVES: ("token_moves", "Tokens moved to a fresh socket after failing to confirm.", None),
+    Stat.PROBES: ("silence_probes", "Silence probes of quiet sockets by result.", "result"),
+    Stat.BBO_MISMATCH: (
         "bbo_mismatches",
         "Server best_bid/best_ask disagreeing with the local book for longer than the grace.",
         None,
     ),
-    "bbo_settled": (
+    Stat.BBO_SETTLED: (
         "bbo_settled",
         "Disagreements with the server's best prices (or crossed books) that settled within the grace.",
         None,
     ),
-    "tick_size_change": ("tick_size_changes", "tick_size_change events by outcome.", "result"),
-    "rest_reseed": ("rest_reseeds", "REST books for resyncing tokens by result.", "result"),
-    "crossed_books": ("crossed_books", "Updates that left a book crossed.", None),
-    "rest": ("rest_requests", "REST book requests by result.", "result"),
-    "rest_confirm": ("rest_confirms", "Quiet-token REST confirmations by result.", "result"),
+    Stat.TICK_SIZE_CHANGE: ("tick_size_changes", "tick_size_change events by outcome.", "result"),
+    Stat.REST_RESEED: ("rest_reseeds", "REST books for resyncing tokens by result.", "result"),
+    Stat.CROSSED_BOOKS: ("crossed_books", "Updates that left a book crossed.", None),
+    Stat.REST: ("rest_requests", "REST book requests by result.", "result"),
+    Stat.REST_CONFIRM: ("rest_confirms", "Quiet-token REST confirmations by result.", "result"),
 }
 
 
 class EngineCollector(Collector):
-    def __init__(
-        self, snapshot: Callable[[], dict[str, Any]], alive_until: Callable[[], float | None]
-    ) -> None:
+    def __init__(self, snapshot: Callable[[], Snapshot], alive_until: Callable[[], float | None]) -> None:
         self._snapshot = snapshot
         self._alive_until = alive_until
 
     def collect(self) -> Iterable[Any]:
         snap = self._snapshot()
-        stats: dict[tuple[str, str], int] = snap.get("stats", {})
-        families: dict[str, CounterMetricFamily] = {}
+        report = snap.report
+        stats = report.stats
+        families: dict[Stat, CounterMetricFamily] = {}
         for key, (name, doc, label) in COUNTERS.items():
             families[key] = CounterMetricFamily(f"{NS}_{name}", doc, labels=[label] if label else [])
         for key, (_, _, label) in COUNTERS.items():
@@ -76,11 +104,11 @@ class EngineCollector(Collector):
         for (key, label_value), value in stats.items():
             fam = families.get(key)
             if fam is None:
-                continue
+                continue  # not exported (Stat.ILLEGAL_TRANSITIONS: a bug, logged)
             fam.add_metric([label_value] if COUNTERS[key][2] else [], value)
         # the "unknown" event type has its own family too, for alerting
         unknown = CounterMetricFamily(f"{NS}_unknown_events", "Events with an unknown event_type.")
-        unknown.add_metric([], stats.get(("events", "unknown"), 0))
+        unknown.add_metric([], stats.get((Stat.EVENTS, "unknown"), 0))
         yield from families.values()
         yield unknown
 
@@ -88,56 +116,56 @@ class EngineCollector(Collector):
             return GaugeMetricFamily(f"{NS}_{name}", doc, value=value)
 
         tokens = GaugeMetricFamily(f"{NS}_tokens", "Desired tokens by quote status.", labels=["status"])
-        for status, count in snap.get("statuses", {}).items():
+        for status, count in report.statuses.items():
             tokens.add_metric([status], count)
         yield tokens
         sockets = GaugeMetricFamily(f"{NS}_sockets", "Sockets by state.", labels=["state"])
-        for state, count in snap.get("sockets", {}).items():
+        for state, count in report.sockets.items():
             sockets.add_metric([state], count)
         yield sockets
+        yield gauge("desired_tokens", "Valid tokens in the desired set (after the cap).", report.desired)
+        yield gauge("live_tokens", "Tokens whose quote is live.", report.statuses.get(LIVE, 0))
         yield gauge(
-            "desired_tokens", "Valid tokens in the desired set (after the cap).", snap.get("desired", 0)
-        )
-        yield gauge("live_tokens", "Tokens whose quote is live.", snap.get("live", 0))
-        yield gauge(
-            "pending_tokens", "Tokens subscribed but not yet confirmed by data.", snap.get("pending", 0)
+            "pending_tokens",
+            "Tokens subscribed but not yet confirmed by data.",
+            report.statuses.get(PENDING, 0),
         )
         yield gauge(
             "no_data_tokens",
             "Pending tokens that never delivered data despite redrives and a move (retried slowly).",
-            snap.get("no_data", 0),
+            report.no_data,
         )
         yield gauge(
             "quote_health",
             "Share of desired tokens with a live (or resolved) quote.",
-            snap.get("quote_health", 1.0),
+            report.quote_health,
         )
         yield gauge(
             "desired_invalid_entries",
             "Desired-set entries that are not token ids.",
-            snap.get("invalid_desired", 0),
+            report.invalid_desired,
         )
         yield gauge(
-            "desired_over_cap", "Valid desired tokens ignored over SIDECAR_MAX_TOKENS.", snap.get("capped", 0)
+            "desired_over_cap", "Valid desired tokens ignored over SIDECAR_MAX_TOKENS.", report.capped_desired
         )
         yield gauge(
             "oldest_live_quote_age_seconds",
             "Age of the oldest exchange confirmation among live quotes.",
-            snap.get("oldest_live_age", 0.0),
+            report.oldest_live_age,
         )
         yield gauge(
-            "redis_up", "1 when the quote writer is connected to Redis.", 1.0 if snap.get("redis_up") else 0.0
+            "redis_up", "1 when the quote writer is connected to Redis.", 1.0 if snap.redis_up else 0.0
         )
-        yield gauge("writer_backlog_tokens", "Tokens waiting to be written to Redis.", snap.get("backlog", 0))
+        yield gauge("writer_backlog_tokens", "Tokens waiting to be written to Redis.", snap.backlog)
         yield gauge(
             "inbox_lag_seconds",
             "Worst frame receive-to-processed delay in the engine loop over the last second.",
-            snap.get("inbox_lag", 0.0),
+            snap.inbox_lag,
         )
         yield gauge(
             "loop_lag_seconds",
             "Seconds since the engine loop last ran.",
-            max(0.0, time.monotonic() - snap.get("loop_at", time.monotonic())),
+            0.0 if snap.loop_at is None else max(0.0, time.monotonic() - snap.loop_at),
         )
         # Read from the writer at scrape time, not from the 1 s snapshot: a second-old view would
         # dip to 0 before every heartbeat with a short SIDECAR_ALIVE_TTL_S.
@@ -152,24 +180,24 @@ class EngineCollector(Collector):
             "Seconds since market data on each shard's socket.",
             labels=["shard"],
         )
-        for shard_id, age in snap.get("socket_ages", {}).items():
+        for shard_id, age in report.socket_ages.items():
             ages.add_metric([str(shard_id)], age)
         yield ages
         redis_errors = CounterMetricFamily(
             f"{NS}_redis_errors", "Redis errors by component.", labels=["component"]
         )
-        for component, count in snap.get("redis_errors", {}).items():
+        for component, count in snap.redis_errors.items():
             redis_errors.add_metric([component], count)
         yield redis_errors
         info = InfoMetricFamily(f"{NS}_build", "Version and run epoch.")
-        info.add_metric([], {"version": snap.get("version", ""), "epoch": snap.get("epoch", "")})
+        info.add_metric([], {"version": snap.version, "epoch": snap.epoch})
         yield info
 
 
 class Metrics:
     def __init__(
         self,
-        snapshot: Callable[[], dict[str, Any]],
+        snapshot: Callable[[], Snapshot],
         alive_until: Callable[[], float | None] = lambda: None,
     ) -> None:
         """``alive_until``: monotonic time the alive key last written expires (None: not written)."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sidecar.core.engine import REDRIVE_SLOW_S, RESYNC_WAIT_S
+from sidecar.core.resync import RESYNC_WAIT_S
+from sidecar.core.timers import REDRIVE_SLOW_S
 from tests.core.harness import T0, TS0, Sim, engine_cfg, levels, pc_entry, pc_ev, tok
 
 A = tok(1)

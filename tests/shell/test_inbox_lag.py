@@ -11,7 +11,7 @@ from prometheus_client import generate_latest
 from sidecar.config import Settings
 from sidecar.shell.app import Runtime
 from sidecar.shell.inbox import FrameReceived
-from sidecar.shell.metrics import Metrics
+from sidecar.shell.metrics import Metrics, Snapshot
 
 
 class FrameRecorder:
@@ -48,13 +48,13 @@ def test_inbox_lag_is_the_worst_lag_since_the_last_summary() -> None:
     rt._handle(FrameReceived(1, b"{}", time.monotonic() - 1.5), wall_ms)
     rt._handle(FrameReceived(1, b"{}", time.monotonic() - 0.2), wall_ms)
     rt._publish_summary(time.monotonic(), wall_ms)
-    assert 1.5 <= rt._snapshot["inbox_lag"] < 1.6
+    assert 1.5 <= rt._snapshot.inbox_lag < 1.6
     rt._publish_summary(time.monotonic(), wall_ms)  # nothing since: back to zero
-    assert rt._snapshot["inbox_lag"] == 0.0
+    assert rt._snapshot.inbox_lag == 0.0
 
 
 def test_inbox_lag_gauge_is_exported() -> None:
-    text = generate_latest(Metrics(lambda: {"inbox_lag": 1.25}).registry).decode()
+    text = generate_latest(Metrics(lambda: Snapshot(inbox_lag=1.25)).registry).decode()
     assert "pm_sidecar_inbox_lag_seconds 1.25\n" in text
-    text = generate_latest(Metrics(lambda: {}).registry).decode()
+    text = generate_latest(Metrics(lambda: Snapshot()).registry).decode()
     assert "pm_sidecar_inbox_lag_seconds 0.0\n" in text

@@ -15,8 +15,10 @@ from pydantic import ValidationError
 
 from sidecar import logs
 from sidecar.config import Settings, describe_errors
+from sidecar.core.engine import Report
 from sidecar.core.ratelog import RateLimitedLog
 from sidecar.shell import app
+from sidecar.shell.metrics import Snapshot
 
 
 def record(
@@ -210,14 +212,16 @@ def test_rate_and_mean_delta() -> None:
 def test_runtime_logs_the_minute_summary_from_its_own_counters(caplog: pytest.LogCaptureFixture) -> None:
     rt = app.Runtime(Settings(_env_file=None, metrics_port=0))  # type: ignore[call-arg]
     start = rt._last_log[0]
-    rt._snapshot.update(
-        desired=4,
-        statuses={"live": 2, "pending": 1, "stale": 1},
-        connections=2,
-        connections_up=1,
+    rt._snapshot = Snapshot(
+        engine_report=Report(
+            desired=4,
+            statuses={"live": 2, "pending": 1, "stale": 1},
+            connections=2,
+            connections_up=1,
+            quote_health=0.5,
+        ),
         redis_up=True,
         backlog=3,
-        quote_health=0.5,
     )
     rt.engine.stats["events", "book"] += 90
     rt.engine.stats["events", "price_change"] += 30

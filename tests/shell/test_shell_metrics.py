@@ -10,17 +10,16 @@ from __future__ import annotations
 import json
 import re
 import socket
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar.shell.metrics import COUNTERS, NS, Metrics, serve
+from devkit.net import http_get
+from sidecar.core.engine import Report
+from sidecar.shell.metrics import COUNTERS, NS, Metrics, Snapshot, serve
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 ROW = re.compile(r"^\| `([a-z_]+)` \| (gauge|counter|histogram|info) \|([^|]*)\|")
@@ -37,19 +36,15 @@ def documented() -> dict[str, tuple[str, frozenset[str]]]:
     return out
 
 
-def full_snapshot() -> dict[str, Any]:
+def full_snapshot() -> Snapshot:
     """A snapshot in which every labelled family has a sample, so its label names show."""
     stats = {(key, "x" if label else ""): 3 for key, (_, _, label) in COUNTERS.items()}
-    return {
-        "stats": stats,
-        "statuses": {"live": 2, "pending": 1},
-        "sockets": {"open": 1},
-        "socket_ages": {0: 0.5},
-        "redis_errors": {"writer": 1},
-        "version": "0.1.0",
-        "epoch": "e1",
-        "loop_at": 0.0,
-    }
+    report = Report(
+        stats=stats, statuses={"live": 2, "pending": 1}, sockets={"open": 1}, socket_ages={0: 0.5}
+    )
+    return Snapshot(
+        engine_report=report, redis_errors={"writer": 1}, version="0.1.0", epoch="e1", loop_at=0.0
+    )
 
 
 def exported(metrics: Metrics) -> dict[str, tuple[str, frozenset[str]]]:
@@ -109,14 +104,6 @@ def test_labelled_counter_values_land_under_their_label(metrics: Metrics) -> Non
 # ---- the HTTP endpoint --------------------------------------------------------------------------
 
 
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
 @pytest.fixture
 def server(metrics: Metrics) -> Iterator[tuple[str, int]]:
     """Served on 127.0.0.2, a loopback address other than the usual one, on a free port."""
@@ -134,7 +121,7 @@ def server(metrics: Metrics) -> Iterator[tuple[str, int]]:
 def test_listens_on_the_configured_address_only(server: tuple[str, int]) -> None:
     addr, port = server
     assert addr == "127.0.0.2"
-    status, body = _get(f"http://127.0.0.2:{port}/metrics")
+    status, body = http_get(f"http://127.0.0.2:{port}/metrics")
     assert status == 200
     assert f"{NS}_quote_health".encode() in body
     # Bound to 0.0.0.0 this would answer on every local address, 127.0.0.1 included.
@@ -144,8 +131,8 @@ def test_listens_on_the_configured_address_only(server: tuple[str, int]) -> None
 
 def test_health_endpoints_answer_with_status_and_json(server: tuple[str, int]) -> None:
     _, port = server
-    status, body = _get(f"http://127.0.0.2:{port}/healthz")
+    status, body = http_get(f"http://127.0.0.2:{port}/healthz")
     assert (status, json.loads(body)) == (200, {"ok": True, "detail": "fine"})
-    status, body = _get(f"http://127.0.0.2:{port}/readyz")
+    status, body = http_get(f"http://127.0.0.2:{port}/readyz")
     assert (status, json.loads(body)) == (503, {"ok": False, "quote_health": 0.5})
-    assert _get(f"http://127.0.0.2:{port}/nope")[0] == 404
+    assert http_get(f"http://127.0.0.2:{port}/nope")[0] == 404
