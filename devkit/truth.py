@@ -6,8 +6,8 @@
    Redis for at most ``stuck_limit`` seconds (StuckCheck).
 
 The checks are pure (time and observations passed in) so they are unit tested on their own;
-TruthWatch is the thin sampler that feeds them every 100 ms from Redis and the simulator; the
-integration tests and the soak use it.
+TruthWatch is the thin sampler the integration tests run to feed them every 100 ms from Redis and
+the simulator; ``truth_top`` (the simulator's top as wire strings) serves the demo, bench and soak too.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -25,3 +25,13 @@ def wait_for(cond: Callable[[], T], timeout: float = 10.0, interval: float = 0.0
     if not last:
         raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what or cond}; last={last!r}")
     return last
+
+
+def wait_for_none(
+    problems: Callable[[], Sequence[str]], timeout: float, interval: float = 0.02, what: str = ""
+) -> None:
+    """Wait until ``problems()`` lists nothing; on timeout fail with what it still lists."""
+    try:
+        wait_for(lambda: not problems(), timeout, interval, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nstill: " + "\n".join(problems())) from None

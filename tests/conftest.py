@@ -19,7 +19,7 @@ from pmsim.tls import SelfSigned, make_self_signed
 
 from devkit.procs import BridgeProcess, SidecarProcess, sidecar_env
 from devkit.redis_server import RedisServer
-from devkit.simfix import tls_simulator
+from devkit.simfix import tls_simulator, trust
 
 
 class Child(Protocol):
@@ -88,6 +88,22 @@ def sidecar(
 
     def start(**overrides: Any) -> SidecarProcess:
         env = sidecar_env(redis_server.url, sim.ws_url, sim.rest_url, **overrides)
+        proc = SidecarProcess(env, tmp_path / f"sidecar-{len(children)}.log")
+        children.append(proc)
+        return proc
+
+    return start
+
+
+@pytest.fixture
+def tls_sidecar(
+    redis_server: RedisServer, tls_sim: Simulator, cert: SelfSigned, tmp_path: Path, children: list[Child]
+) -> Callable[..., SidecarProcess]:
+    """Factory: ``tls_sidecar(**setting_overrides)``, the sidecar against ``tls_sim`` over wss://,
+    trusting ``cert``."""
+
+    def start(**overrides: Any) -> SidecarProcess:
+        env = trust(sidecar_env(redis_server.url, tls_sim.ws_url, tls_sim.rest_url, **overrides), cert)
         proc = SidecarProcess(env, tmp_path / f"sidecar-{len(children)}.log")
         children.append(proc)
         return proc

@@ -165,12 +165,12 @@ def match_publishes(
             expected.setdefault(tok, []).append((top, sent_at[k], k >= warm))
     pos = dict.fromkeys(expected, 0)
     lat_ms: list[float] = []
-    for t, tok, *top in rows:
+    for t, tok, *quoted in rows:
         exp = expected.get(tok)
         if not exp:
             continue
         i = pos[tok]
-        key = tuple(top)
+        key = tuple(quoted)
         while i < len(exp) and exp[i][0] != key:
             i += 1  # earlier moves coalesced away (latest state wins)
         if i == len(exp):

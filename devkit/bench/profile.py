@@ -47,6 +47,6 @@ def record(b: Bench, pid: int, name: str) -> subprocess.Popen[bytes] | None:
     argv = [exe, "record", "--pid", str(pid), "--rate", "250", "--threads", "--nonblocking", "--gil"]
     argv += ["--format", "raw", "-o", str(out / f"{name}.txt")]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    b.stack.callback(lambda: proc.poll() is None and proc.kill())
+    b.stack.callback(lambda: proc.kill() if proc.poll() is None else None)
     time.sleep(0.5)
     return proc

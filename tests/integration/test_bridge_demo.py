@@ -4,7 +4,6 @@ fakeredis fallback (no redis-server on PATH)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -12,12 +11,13 @@ import sys
 import pytest
 
 from devkit import REPO
+from devkit.procs import clean_env
 
 pytestmark = pytest.mark.integration
 
 
 def test_demo_shows_the_bridge_entry_live_zeroed_on_the_drop_and_stops_it_cleanly(tmp_path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    env = clean_env()
     env["PATH"] = str(tmp_path)  # no redis-server: the demo must fall back to fakeredis
     done = subprocess.run(
         [sys.executable, "-m", "devkit.demo", "--seconds", "6", "--tokens", "4"],

@@ -30,7 +30,7 @@ from devkit.procs import SidecarProcess
 from devkit.redis_server import RedisServer
 from devkit.scrape import metric, scrape, wait_metric
 from devkit.truth import TOP_FIELDS, TruthWatch
-from devkit.wait import wait_for
+from devkit.wait import wait_for, wait_for_none
 from tests.integration.common import (
     BUSY_SCRIPT,
     P,
@@ -225,10 +225,7 @@ def test_redis_restart_rewrites_the_full_state_of_every_token(
             out.append(f"{P}sidecar:alive is {r.get(P + 'sidecar:alive')!r}")
         return out
 
-    try:
-        wait_for(lambda: not lacking(), 8, interval=0.1, what="full state of every token back in Redis")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\nstill missing: " + "\n".join(lacking())) from None
+    wait_for_none(lacking, 8, interval=0.1, what="full state of every token back in Redis")
     took = time.monotonic() - restarted
     assert 0 < r.ttl(P + "sidecar:alive") <= 5
     sim.stop_activity()

@@ -5,13 +5,12 @@ from __future__ import annotations
 import itertools
 import socket
 import time
-import urllib.error
-import urllib.request
 
 import orjson
 import pytest
 from pmsim import Simulator
 
+from devkit.net import http_get
 from devkit.scrape import families, metric, wait_metric
 from devkit.wait import wait_for
 from tests.integration.common import P, all_match, quote, statuses
@@ -227,12 +226,7 @@ def test_metrics_listen_only_on_the_configured_address(redis_server, sim: Simula
     proc = sidecar(metrics_addr="127.0.0.2")
 
     def answers() -> int:
-        try:
-            url = f"http://127.0.0.2:{proc.metrics_port}/metrics"
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                return resp.status
-        except OSError:
-            return 0
+        return http_get(f"http://127.0.0.2:{proc.metrics_port}/metrics", timeout=2)[0]
 
     assert wait_for(answers, 10, interval=0.1, what="/metrics on 127.0.0.2") == 200
     with (

@@ -19,7 +19,7 @@ from pmsim import Simulator
 
 from devkit.redis_server import RedisServer, quiet_client
 from devkit.scrape import wait_metric
-from devkit.wait import wait_for
+from devkit.wait import wait_for, wait_for_none
 from sidecar.config import Settings
 from sidecar.core.engine import QuoteWrite
 from sidecar.shell.redisconn import make_client
@@ -60,10 +60,7 @@ def test_redis_restarted_from_an_older_snapshot_gets_the_current_state_back(
             out.append(f"alive {r.get(P + 'sidecar:alive')!r}")
         return out
 
-    try:
-        wait_for(lambda: not differing(), 4, interval=0.05, what="the current state back in Redis")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\nstill older: " + "\n".join(differing())) from None
+    wait_for_none(differing, 4, interval=0.05, what="the current state back in Redis")
     took = time.monotonic() - restarted
     assert "Redis does not hold our last write" in proc.log()
     print(f"older snapshot replaced {took:.2f}s after the restart")

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import random
 import time
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import redis
 from pmsim import Simulator
-from pmsim.tls import SelfSigned
 
-from devkit.procs import SidecarProcess, sidecar_env
+from devkit.procs import SidecarProcess
 from devkit.redis_server import RedisServer
 from devkit.scrape import Samples, scrape, total
-from devkit.simfix import trust
 from devkit.truth import truth_top
 from devkit.wait import wait_for
 
@@ -51,7 +49,7 @@ def live_and_true(r: redis.Redis, sim: Simulator, tokens: list[str]) -> list[str
 
 @pytest.mark.timeout(RUN_S + 90)
 def test_wss_survives_a_minute_of_load_and_churn(
-    redis_server: RedisServer, tls_sim: Simulator, cert: SelfSigned, tmp_path: Path
+    redis_server: RedisServer, tls_sim: Simulator, tls_sidecar: Callable[..., SidecarProcess]
 ) -> None:
     sim = tls_sim
     assert sim.ws_url.startswith("wss://")
@@ -62,18 +60,13 @@ def test_wss_survives_a_minute_of_load_and_churn(
     desired = set(rng.sample(pool, 40))
     r = redis_server.client()
     r.sadd(P + "desired", *desired)
-    env = sidecar_env(
-        redis_server.url,
-        sim.ws_url,
-        sim.rest_url,
+    proc = tls_sidecar(
         max_tokens_per_conn=5,
         desired_poll_s=0.2,
         # Text PINGs 50 times a second per socket: writes on the SSL object while it is being
         # read at full speed, which is what used to corrupt it.
         ping_interval_s=0.02,
     )
-    trust(env, cert)
-    proc = SidecarProcess(env, tmp_path / "sidecar.log")
     try:
         wait_for(lambda: not live_and_true(r, sim, sorted(desired)), 20, what="all desired tokens live")
         sim.start_activity(600.0)  # every token in the pool, desired or not: siblings leak too

@@ -13,18 +13,17 @@ bad price_change entries, socket drops and a subscription the exchange withholds
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import redis
 from pmsim import Simulator
-from pmsim.tls import SelfSigned
 
-from devkit.procs import SidecarProcess, sidecar_env
+from devkit.procs import SidecarProcess
 from devkit.redis_server import RedisServer
 from devkit.scrape import scrape, total
-from devkit.simfix import trust
 from devkit.truth import TruthWatch, withheld_tokens
 from devkit.wait import wait_for
 from tests.integration.common import P, all_match, move_truth, new_tokens
@@ -100,7 +99,7 @@ def bad_entry(sim: Simulator, bad: str, good: str) -> None:
 
 @pytest.mark.timeout(180)
 def test_truth_under_faults_over_tls(
-    redis_server: RedisServer, tls_sim: Simulator, cert: SelfSigned, tmp_path: Path
+    redis_server: RedisServer, tls_sim: Simulator, tls_sidecar: Callable[..., SidecarProcess]
 ) -> None:
     sim = tls_sim
     assert sim.ws_url.startswith("wss://")
@@ -109,10 +108,7 @@ def test_truth_under_faults_over_tls(
     tokens = [*busy, *quiet]
     r = redis_server.client()
     r.sadd(P + "desired", *tokens)
-    env = sidecar_env(
-        redis_server.url,
-        sim.ws_url,
-        sim.rest_url,
+    proc = tls_sidecar(
         max_tokens_per_conn=5,
         silence_max_s=SILENCE_MAX_S,
         probe_timeout_s=PROBE_TIMEOUT_S,
@@ -123,8 +119,6 @@ def test_truth_under_faults_over_tls(
         quiet_confirm_s=2,
         confirm_timeout_s=CONFIRM_TIMEOUT_S,
     )
-    trust(env, cert)
-    proc = SidecarProcess(env, tmp_path / "sidecar.log")
     watch: TruthWatch | None = None
     try:
         wait_for(lambda: all_match(r, sim, tokens), 20, what="every token live at the truth over wss://")

@@ -23,7 +23,7 @@ import yaml  # type: ignore[import-untyped]
 
 from devkit.scrape import scrape, scrape_text
 from devkit.wait import wait_for
-from tests.prom_helpers import (
+from tests.ops.prom_helpers import (
     ALERTS,
     ALERTS_TEST,
     OPERATIONS,

@@ -26,7 +26,7 @@ import yaml  # type: ignore[import-untyped]
 from devkit.net import free_port
 from devkit.procs import ChildProcess
 from devkit.wait import wait_for
-from tests.prom_helpers import ALERTS, P, load_rules, require_binary, start_live_sidecar
+from tests.ops.prom_helpers import ALERTS, P, load_rules, require_binary, start_live_sidecar
 
 FOR = "2s"
 JOB = "pm-sidecar"

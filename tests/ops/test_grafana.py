@@ -18,7 +18,7 @@ import yaml  # type: ignore[import-untyped]
 
 from devkit import REPO
 from devkit.scrape import scrape_text
-from tests.prom_helpers import exported_names, require_binary, start_live_sidecar
+from tests.ops.prom_helpers import exported_names, require_binary, start_live_sidecar
 
 GRAFANA = REPO / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "pm-sidecar.json"
