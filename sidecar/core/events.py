@@ -150,22 +150,29 @@ def parse_event(raw: Any) -> Event:
     if type(raw) is not dict:
         return BadEvent("", "bad_event", "event is not an object")
     kind = raw.get("event_type")
-    if type(kind) is not str or (parse := _PARSERS.get(kind)) is None:
-        return Unknown(str(kind)[:40])
     try:
+        if kind == PRICE_CHANGE:  # the hot path (most events), without a parser lookup and call
+            market = raw.get("market")
+            return LevelChanges(
+                market if type(market) is str else None,
+                timestamp_ms(raw.get("timestamp")),
+                price_changes(raw),
+            )
+        if type(kind) is not str or (parse := _PARSERS.get(kind)) is None:
+            return Unknown(str(kind)[:40])
         return parse(raw)
     except Malformed as exc:
         asset = raw.get("asset_id")
         market = raw.get("market")
         return BadEvent(
-            kind,
+            str(kind),  # a parser's kind: always a str here
             exc.reason,
             exc.detail,
             asset if isinstance(asset, str) else None,
             market if isinstance(market, str) else None,
         )
     except Exception as exc:  # hostile input must never kill the socket
-        return BadEvent(kind, "unexpected", repr(exc)[:200])
+        return BadEvent(str(kind), "unexpected", repr(exc)[:200])
 
 
 def _str(value: Any) -> str | None:
@@ -182,14 +189,6 @@ def _book(raw: dict[str, Any]) -> Event:
         timestamp_ms(raw.get("timestamp")),
         _str(raw.get("market")),
         _str(raw.get("tick_size")),
-    )
-
-
-def _price_change(raw: dict[str, Any]) -> Event:
-    # The hot path (most events are price changes): no helper calls beyond the parsing itself.
-    market = raw.get("market")
-    return LevelChanges(
-        market if type(market) is str else None, timestamp_ms(raw.get("timestamp")), price_changes(raw)
     )
 
 
@@ -231,7 +230,6 @@ def _new_market(raw: dict[str, Any]) -> Event:
 
 _PARSERS = {
     BOOK: _book,
-    PRICE_CHANGE: _price_change,
     BEST_BID_ASK: _best_bid_ask,
     TRADE: _trade,
     TICK_SIZE_CHANGE: _tick_size,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -355,3 +356,24 @@ class Sim:
         for token in tokens:
             assert self.status(token) == "live", (token, self.status(token))
         return writes
+
+
+# ---- engine test helpers (shared by the engine's part tests) -------------------------------------
+
+LIVE_BOOK = Path(__file__).resolve().parent / "data" / "book_live_2024.json"  # a captured book
+
+
+def subscribed_ids(s: Sim) -> list[str]:
+    """Every id the engine subscribed so far (first frame and later subscribe operations)."""
+    return [i for _, op, ids in s.ops() if op in ("market", "subscribe") for i in ids]
+
+
+def by_token(writes: list[QuoteWrite]) -> dict[str, QuoteWrite]:
+    out = {w.token: w for w in writes}
+    assert len(out) == len(writes), "more than one write per token in one batch"
+    return out
+
+
+def total(s: Sim, name: str) -> int:
+    """A counter summed over its labels."""
+    return sum(v for (n, _), v in s.engine.stats.items() if n == name)

@@ -1,4 +1,4 @@
-"""sidecar.core.engine: what counts as data, and what becomes prices (issue 9, items 3, 5, 6, 7, 13).
+"""sidecar.core.market: what counts as data, and what becomes prices (issue 9, items 3, 5, 6, 7, 13).
 
 - Only events for a socket's own tokens are its data: broadcasts, unknown event types and other
   assets' events never reset its silence clock or answer its silence probe.
