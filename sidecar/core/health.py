@@ -52,10 +52,10 @@ def overdue(gap_ewma: float | None, events: int, idle: float, lo: float) -> bool
 
 
 def stall_backoff(redrives: int) -> float:
-    return min(STALL_BACKOFF_MAX_S, STALL_BACKOFF_S * (2**redrives))
+    return min(STALL_BACKOFF_MAX_S, STALL_BACKOFF_S * (2.0**redrives))
 
 
 def full_jitter(rng: random.Random, attempts: int, lo: float, hi: float) -> float:
     """Exponential backoff with full jitter, so many sockets never reconnect in lock-step."""
-    cap = min(hi, lo * (2 ** min(attempts, 30)))
+    cap = min(hi, lo * (2.0 ** min(attempts, 30)))
     return rng.uniform(0.0, cap) if attempts > 0 else rng.uniform(0.0, lo)

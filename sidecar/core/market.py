@@ -13,7 +13,7 @@ from __future__ import annotations
 from sidecar.core import crosscheck, events, health, resync, sockets
 from sidecar.core.context import Context
 from sidecar.core.events import LevelChanges
-from sidecar.core.protocol import BadEntry, LevelChange
+from sidecar.core.protocol import BadEntry, Control, LevelChange
 from sidecar.core.quote import TokenState
 from sidecar.core.shards import Conn
 from sidecar.core.stats import Stat
@@ -68,7 +68,7 @@ def on_frame(ctx: Context, conn_id: int, data: bytes | str, now: float, wall_ms:
             sockets.retire_done(ctx, shard, now, force=True)
 
 
-def _on_other_frame(ctx: Context, conn: Conn, frame: events.Control | events.BadFrame, now: float) -> None:
+def _on_other_frame(ctx: Context, conn: Conn, frame: Control | events.BadFrame, now: float) -> None:
     """A control text (PONG...) or a frame that is not readable JSON."""
     if isinstance(frame, events.BadFrame):
         ctx.stats[Stat.PARSE_ERRORS, frame.reason] += 1

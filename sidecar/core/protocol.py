@@ -161,13 +161,6 @@ def _book_side(event: dict[str, Any], name: str, old_name: str) -> list[Any]:
 _SIDES = {"BUY": BUY, "buy": BUY, "SELL": SELL, "sell": SELL}
 
 
-def side_of(side: Any) -> int:
-    value = _SIDES.get(side) if type(side) is str else None
-    if value is None:
-        raise Malformed("bad_side", repr(side)[:20])
-    return value
-
-
 @dataclass(slots=True)
 class LevelChange:
     """One valid level update of ``price_change``: ``size`` is the new total at ``price``."""
@@ -198,7 +191,7 @@ Entry = LevelChange | BadEntry
 def level_change(asset: str, raw: dict[str, Any], best_bid: Any = None, best_ask: Any = None) -> Entry:
     """Validate one level update; a bad side, price or size makes a :class:`BadEntry` for ``asset``."""
     raw_side = raw.get("side")
-    side = _SIDES.get(raw_side) if type(raw_side) is str else None  # side_of, inlined: the hot path
+    side = _SIDES.get(raw_side) if type(raw_side) is str else None
     if side is None:
         return BadEntry(asset, "bad_side", repr(raw_side)[:20])
     try:

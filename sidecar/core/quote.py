@@ -15,7 +15,6 @@ class TokenState:
     __slots__ = (
         "book",
         "confirmed",
-        "confirmed_at",
         "event_gap",
         "events",
         "fresh",
@@ -66,7 +65,6 @@ class TokenState:
         self.shard_id = -1
         self.sub_sent_at: float | None = None
         self.confirmed = False
-        self.confirmed_at: float | None = None
         self.redrives = 0
         self.moves = 0
         self.next_redrive_at = 0.0

@@ -23,7 +23,6 @@ class Conn:
         "last_data_at",
         "last_ping_at",
         "last_pong_at",
-        "opened_at",
         "probe_deadline",
         "probe_token",
         "quiet_mult",
@@ -39,7 +38,6 @@ class Conn:
         self.state = CONNECTING
         self.subscribed: set[str] = set()
         self.first_sent = False
-        self.opened_at = 0.0
         self.last_data_at = 0.0
         self.last_ping_at = 0.0
         self.last_pong_at = 0.0
@@ -53,7 +51,7 @@ class Conn:
 
 
 class Shard:
-    __slots__ = ("attempts", "conn_id", "created_at", "id", "next_attempt_at", "rescue", "retiring", "tokens")
+    __slots__ = ("attempts", "conn_id", "id", "next_attempt_at", "rescue", "retiring", "tokens")
 
     def __init__(self, shard_id: int, now: float, rescue: bool = False) -> None:
         self.id = shard_id
@@ -63,7 +61,6 @@ class Shard:
         self.attempts = 0
         self.next_attempt_at = now
         self.rescue = rescue
-        self.created_at = now
 
 
 class ShardMap:

@@ -220,15 +220,16 @@ def test_book_with_a_missing_or_non_list_side_is_malformed(event: dict[str, obje
     assert info.value.reason == "bad_book"
 
 
-def test_side_of() -> None:
-    assert protocol.side_of("BUY") == BUY == 0
-    assert protocol.side_of("buy") == BUY
-    assert protocol.side_of("SELL") == SELL == 1
-    assert protocol.side_of("sell") == SELL
+def test_level_change_sides() -> None:
+    def side(value: object) -> LevelChange | BadEntry:
+        return protocol.level_change("1", {"side": value, "price": "0.5", "size": "1"})
+
+    assert side("BUY") == LevelChange("1", BUY, "0.5", "1", 0.5, False) and BUY == 0
+    assert side("buy") == LevelChange("1", BUY, "0.5", "1", 0.5, False)
+    assert side("SELL") == LevelChange("1", SELL, "0.5", "1", 0.5, False) and SELL == 1
+    assert side("sell") == LevelChange("1", SELL, "0.5", "1", 0.5, False)
     for bad in ("Buy", "BID", "", None, 0, ["BUY"]):
-        with pytest.raises(Malformed) as info:
-            protocol.side_of(bad)
-        assert info.value.reason == "bad_side"
+        assert side(bad) == BadEntry("1", "bad_side", repr(bad)[:20])
 
 
 # ---- price_change schemas ------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Cross-checks, resyncs, tick size changes, REST reseeds and timestamps (issue 9, items 4, 8-10).
 
-sidecar.core.resync and confirm, with the clock passed in (see tests/core/harness.py). The scenarios come from
-live traffic: a crossing trade arrives as several ``price_change`` messages with one timestamp,
-the first already stating the final top; a ``book`` can precede its ``tick_size_change``.
+sidecar.core.resync and confirm, with the clock passed in (see tests/core/harness.py). The
+scenarios come from live traffic: a crossing trade arrives as several ``price_change`` messages
+with one timestamp, the first already stating the final top; a ``book`` can precede its
+``tick_size_change``.
 """
 
 from __future__ import annotations
