@@ -7,6 +7,22 @@ one lock and nothing else: no loop state lives here.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
+
+
+@dataclass
+class Refusals:
+    """The next ``count`` requests are refused with HTTP ``status``."""
+
+    status: int = 0
+    count: int = 0
+
+    def take(self) -> int | None:
+        """The status to refuse this request with (one fewer left), or None to serve it."""
+        if self.count <= 0:
+            return None
+        self.count -= 1
+        return self.status
 
 
 class Ledger:
@@ -16,9 +32,9 @@ class Ledger:
         self._lock = threading.Lock()
         self._violations: list[str] = []
         self._handshakes = 0
-        self._reject: tuple[int, int] = (0, 0)  # (HTTP status, handshakes left to refuse)
+        self._reject = Refusals()
         self._rest_requests = 0
-        self._rest_fail: tuple[int, int] = (0, 0)  # (HTTP status, requests left to fail)
+        self._rest_fail = Refusals()
         self._rest_delay = 0.0
         self._rest_in_flight = 0
 
@@ -42,17 +58,13 @@ class Ledger:
 
     def reject_handshakes(self, status: int, count: int) -> None:
         with self._lock:
-            self._reject = (status, count)
+            self._reject = Refusals(status, count)
 
     def handshake(self) -> int | None:
         """Count a handshake; return the HTTP status to refuse it with, or None to upgrade."""
         with self._lock:
             self._handshakes += 1
-            status, count = self._reject
-            if count <= 0:
-                return None
-            self._reject = (status, count - 1)
-            return status
+            return self._reject.take()
 
     # ---- REST (the RestHooks the HTTP threads call)
 
@@ -72,18 +84,14 @@ class Ledger:
 
     def rest_fail(self, status: int, count: int) -> None:
         with self._lock:
-            self._rest_fail = (status, count)
+            self._rest_fail = Refusals(status, count)
 
     def rest_begin(self) -> int | None:
         """Count a request as received and in flight; return a status to fail it with, or None."""
         with self._lock:
             self._rest_requests += 1
             self._rest_in_flight += 1
-            status, count = self._rest_fail
-            if count > 0:
-                self._rest_fail = (status, count - 1)
-                return status
-        return None
+            return self._rest_fail.take()
 
     def rest_hold(self) -> float:
         with self._lock:

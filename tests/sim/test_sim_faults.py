@@ -65,14 +65,20 @@ def test_zombie_answers_ping_but_sends_no_data(sim: Simulator, connect: Callable
     assert info.mode == "zombie" and info.open and info.subscribed == {a, b} and info.ws_pings == 1
 
 
-def test_relay_only_sends_broadcasts_but_not_its_own_data(
-    sim: Simulator, connect: Callable[[], Client]
-) -> None:
+def relay_only_socket(sim: Simulator, connect: Callable[[], Client]) -> tuple[str, Client]:
+    """A custom-feature socket on a fresh token, its snapshot read, then made relay_only."""
     _, a, _ = two_token_market(sim)
     c = connect()
     c.subscribe([a], custom_feature_enabled=True)
     c.recv_json()
     sim.relay_only(1)
+    return a, c
+
+
+def test_relay_only_sends_broadcasts_but_not_its_own_data(
+    sim: Simulator, connect: Callable[[], Client]
+) -> None:
+    a, c = relay_only_socket(sim, connect)
     sim.price_change([(a, "BUY", sim.truth(a).bid, "0")])
     new_id = sim.new_market()
     announced = c.recv_json()
@@ -160,11 +166,7 @@ def test_slow_connection_does_not_block_others(sim: Simulator, connect: Callable
 def test_broadcasts_keep_a_relay_only_socket_talking_without_its_data(
     sim: Simulator, connect: Callable[[], Client]
 ) -> None:
-    _, a, _ = two_token_market(sim)
-    c = connect()
-    c.subscribe([a], custom_feature_enabled=True)
-    c.recv_json()
-    sim.relay_only(1)
+    a, c = relay_only_socket(sim, connect)
     before = len(sim.markets())
     sim.start_activity(200.0, [a])
     sim.start_broadcasts(0.05)

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -101,47 +103,12 @@ def test_stop_is_idempotent_and_closes_ports() -> None:
         websocket.create_connection(url, timeout=2)
 
 
-def test_cli_serves_wss_with_the_certificate_it_prints(tmp_path: Path) -> None:
-    args = ["--ws-port", "0", "--rest-port", "0", "--markets", "1", "--rate", "0", "--tls", str(tmp_path)]
+@contextmanager
+def pmsim_cli(*args: str) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
+    """``python -m pmsim`` on free ports with these flags, its stdout lines in a queue; killed after
+    if a test left it running."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pmsim", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    try:
-        assert proc.stdout is not None
-        out = [proc.stdout.readline().split() for _ in range(6)]  # ws_url, rest_url, tokens 2, 2 ids, ca_file
-        assert out[0][0] == "ws_url" and out[0][1].startswith("wss://")
-        assert out[5] == ["ca_file", str(tmp_path / "cert.pem")]
-        ws = websocket.create_connection(out[0][1], sslopt={"ca_certs": out[5][1]}, timeout=5)
-        ws.send(orjson.dumps({"type": "market", "assets_ids": [out[3][0]]}).decode())
-        assert orjson.loads(ws.recv())[0]["asset_id"] == out[3][0]
-        ws.close()
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-
-
-def test_cli_prints_urls_and_tokens_and_stops_on_sigint() -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pmsim",
-            "--ws-port",
-            "0",
-            "--rest-port",
-            "0",
-            "--markets",
-            "2",
-            "--rate",
-            "20",
-        ],
+        [sys.executable, "-m", "pmsim", "--ws-port", "0", "--rest-port", "0", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -156,6 +123,28 @@ def test_cli_prints_urls_and_tokens_and_stops_on_sigint() -> None:
 
     threading.Thread(target=pump, daemon=True).start()
     try:
+        yield proc, lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_cli_serves_wss_with_the_certificate_it_prints(tmp_path: Path) -> None:
+    with pmsim_cli("--markets", "1", "--rate", "0", "--tls", str(tmp_path)) as (proc, lines):
+        out = [lines.get(timeout=15).split() for _ in range(6)]  # ws_url, rest_url, tokens 2, 2 ids, ca_file
+        assert out[0][0] == "ws_url" and out[0][1].startswith("wss://")
+        assert out[5] == ["ca_file", str(tmp_path / "cert.pem")]
+        ws = websocket.create_connection(out[0][1], sslopt={"ca_certs": out[5][1]}, timeout=5)
+        ws.send(orjson.dumps({"type": "market", "assets_ids": [out[3][0]]}).decode())
+        assert orjson.loads(ws.recv())[0]["asset_id"] == out[3][0]
+        ws.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+
+
+def test_cli_prints_urls_and_tokens_and_stops_on_sigint() -> None:
+    with pmsim_cli("--markets", "2", "--rate", "20") as (proc, lines):
         ws_key, ws_url = lines.get(timeout=15).split()
         rest_key, rest_url = lines.get(timeout=5).split()
         tok_key, count = lines.get(timeout=5).split()
@@ -169,10 +158,6 @@ def test_cli_prints_urls_and_tokens_and_stops_on_sigint() -> None:
         c.close()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_wss_serves_the_same_protocol(tmp_path: Path) -> None:
