@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 
 import orjson
 
-from .conns import Conn, Kind, QueuedClose, SimConnection
+from .conns import Conn, Kind, Mode, QueuedClose, SimConnection
 from .market import Markets
 from .messages import Event
 from .session import CloseSocket, Session
@@ -184,6 +184,19 @@ class Fanout:
         for conn in self.targets(conn_id):
             conn.queue.append((Kind.CONTROL, QueuedClose(code, reason)))
             conn.wake.set()
+
+    def set_mode(self, conn_id: int, mode: Mode) -> None:
+        self.conns[conn_id].set_mode(mode)
+
+    def slow(self, conn_id: int, delay_s: float) -> None:
+        self.conns[conn_id].delay = delay_s
+
+    def mute(self, token: str, subscribes: int | None) -> None:
+        """The next ``subscribes`` subscriptions of token (None: all) are muted."""
+        self.mute_counts[token] = subscribes
+
+    def unmute(self, token: str) -> None:
+        self.mute_counts.pop(token, None)
 
     def find(self, token: str) -> Conn | None:
         """The most recent open connection subscribed to token."""

@@ -366,7 +366,7 @@ class Simulator:
         self._loop.call(self._fanout.close, conn_id, code, reason)
 
     def _set_mode(self, conn_id: int, mode: Mode) -> None:
-        self._loop.call(lambda: self._fanout.conns[conn_id].set_mode(mode))
+        self._loop.call(self._fanout.set_mode, conn_id, mode)
 
     def zombie(self, conn_id: int) -> None:
         """Keep answering PING with PONG but never send market data again on this connection."""
@@ -383,8 +383,7 @@ class Simulator:
 
     def slow(self, conn_id: int, delay_s: float) -> None:
         """Delay every outgoing frame on that connection by delay_s."""
-        delay = float(delay_s)
-        self._loop.call(lambda: setattr(self._fanout.conns[conn_id], "delay", delay))
+        self._loop.call(self._fanout.slow, conn_id, float(delay_s))
 
     def mute(self, token: str, subscribes: int | None = None) -> None:
         """Never send anything for token to the next `subscribes` subscriptions of it (None: all).
@@ -394,8 +393,8 @@ class Simulator:
         """
         if subscribes is not None and subscribes <= 0:
             raise ValueError("subscribes must be positive or None")
-        self._loop.call(self._fanout.mute_counts.__setitem__, token, subscribes)
+        self._loop.call(self._fanout.mute, token, subscribes)
 
     def unmute(self, token: str) -> None:
         """Forget the mute count; subscriptions already muted stay silent until re-subscribed."""
-        self._loop.call(self._fanout.mute_counts.pop, token, None)
+        self._loop.call(self._fanout.unmute, token)
