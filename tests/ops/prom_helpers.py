@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devkit import REPO
 from devkit.procs import SidecarProcess
 from devkit.redis_server import RedisServer
-from devkit.wait import wait_for
+from tests.integration.common import start_live
 
 PROM_DIR = REPO / "deploy" / "prometheus"
 ALERTS = PROM_DIR / "alerts.yml"
@@ -86,14 +86,5 @@ def start_live_sidecar(
     redis_server: RedisServer, sim: Simulator, sidecar: Callable[..., SidecarProcess], **overrides: Any
 ) -> tuple[SidecarProcess, list[str]]:
     """One market's tokens desired, the real sidecar started, every token live in Redis."""
-    market = sim.add_market()
-    tokens = sim.markets()[market]
-    r = redis_server.client()
-    r.sadd(P + "desired", *tokens)
-    proc = sidecar(**overrides)
-    wait_for(
-        lambda: all(r.hget(P + "quote:" + t, "status") == "live" for t in tokens),
-        15,
-        what="every desired token live",
-    )
+    tokens, _, proc = start_live(redis_server, sim, sidecar, 1, timeout=15, **overrides)
     return proc, tokens
