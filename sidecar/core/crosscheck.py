@@ -37,8 +37,21 @@ def server_level(value: Any) -> float | None:
     return None if key in NO_LEVEL else key
 
 
+_CLAIMS: dict[tuple[str, str], Claim] = {}  # valid claims seen so far (pairs of tick-grid prices)
+_CLAIMS_MAX = 100_000
+
+
 def claim(best_bid: Any, best_ask: Any) -> Claim | None:
     """The top the exchange states, or ``None`` when the message states none (both fields absent)."""
+    if type(best_bid) is str and type(best_ask) is str:  # the hot path: every price_change entry
+        key = (best_bid, best_ask)
+        stated = _CLAIMS.get(key)
+        if stated is None:
+            stated = server_level(best_bid), server_level(best_ask)  # raises: invalid is never cached
+            if len(_CLAIMS) >= _CLAIMS_MAX:
+                _CLAIMS.clear()
+            _CLAIMS[key] = stated
+        return stated
     if best_bid is None and best_ask is None:
         return None
     return server_level(best_bid), server_level(best_ask)

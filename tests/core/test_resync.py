@@ -84,6 +84,16 @@ def test_claim_and_agreement() -> None:
     assert exc.value.reason == "bad_bbo"
 
 
+def test_claims_are_cached_only_when_valid() -> None:
+    for _ in range(2):  # the second time from the cache: same answer, and a bad one still raises
+        assert crosscheck.claim("0.49", "0.510") == (0.49, 0.51)
+        assert crosscheck.claim("0", "1") == (None, None)
+        with pytest.raises(Malformed):
+            crosscheck.claim("0.49", "1.5")
+        with pytest.raises(Malformed):
+            crosscheck.claim("0.49", " 0.5")
+
+
 def test_same_tick() -> None:
     assert crosscheck.same_tick("0.01", "0.01")
     assert crosscheck.same_tick("0.01", "0.010")
