@@ -7,7 +7,7 @@
 - Only a snapshot makes prices: deltas applied to a book that is not live never reach Redis.
 - REST confirmation compares best sizes too; the per-token stall redrive runs and backs off.
 
-All on :class:`tests.unit_helpers.Sim` with time passed in.
+All on :class:`tests.core.harness.Sim` with time passed in.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from tests.core.harness import (
     TS0,
     Sim,
     book_ev,
+    by_token,
     engine_cfg,
     legacy_pc_ev,
     levels,
@@ -34,12 +35,6 @@ from tests.core.harness import (
 
 A, B, C, D = tok(1), tok(2), tok(3), tok(4)
 FOREIGN = tok(999)  # desired by no one
-
-
-def by_token(writes: list[Any]) -> dict[str, Any]:
-    out = {w.token: w for w in writes}
-    assert len(out) == len(writes), "more than one write per token in one batch"
-    return out
 
 
 LIVE_TOP = ("0.49", "200", "0.51", "150")  # the top of unit_helpers' default snapshot
