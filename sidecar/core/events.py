@@ -10,7 +10,7 @@ filtered, not counted as an error). Parsing is the only place that knows the wir
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.core.protocol import (
@@ -119,6 +119,7 @@ class BadEvent:
     detail: str
     asset_id: str | None = None
     market: str | None = None
+    error: Exception | None = field(default=None, compare=False)  # a parser bug ("unexpected"), for the log
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +173,7 @@ def parse_event(raw: Any) -> Event:
             market if isinstance(market, str) else None,
         )
     except Exception as exc:  # hostile input must never kill the socket
-        return BadEvent(str(kind), "unexpected", repr(exc)[:200])
+        return BadEvent(str(kind), "unexpected", repr(exc)[:200], error=exc)
 
 
 def _str(value: Any) -> str | None:

@@ -148,7 +148,9 @@ def _on_bad_event(ctx: Context, conn: Conn, event: events.BadEvent, now: float) 
         ctx.stats[Stat.EVENTS, event.kind] += 1
     if event.reason == "unexpected":
         ctx.stats[Stat.PARSE_ERRORS, "unexpected"] += 1
-        ctx.rlog.error("event:unexpected", now, "unexpected error applying event: %s", event.detail)
+        ctx.rlog.error(
+            "event:unexpected", now, "unexpected error applying event: %r", event.error, exc_info=event.error
+        )
         return
     if event.kind == events.PRICE_CHANGE:
         # No recognisable entries: whose book it was is unknown, so every one of the market's.

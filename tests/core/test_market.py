@@ -4,7 +4,12 @@ skipped (including fuzzed frames)."""
 from __future__ import annotations
 
 import json
+import logging
+from typing import Any
 
+import pytest
+
+from sidecar.core import events
 from sidecar.core.engine import QuoteWrite
 from tests.core.harness import (
     LIVE_BOOK,
@@ -354,3 +359,23 @@ def test_malformed_events_are_counted_and_the_rest_of_the_frame_applies() -> Non
     assert s.stat("control", "other") == 1
     assert s.stat("control", "PONG") == 1
     assert s.status(B) == "live"
+
+
+def test_an_unexpected_error_in_one_event_is_counted_and_costs_no_other_event(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = Sim()
+    s.desired([A, B])
+    s.tick()
+
+    def broken(raw: dict[str, Any]) -> events.Event:
+        raise RuntimeError("a parser bug")
+
+    monkeypatch.setitem(events._PARSERS, events.TRADE, broken)
+    with caplog.at_level(logging.ERROR, logger="sidecar.core.engine"):
+        writes = s.frame(s.conn_of(A), trade_ev(A, "0.5", "1", "BUY"), book_ev(B))
+    assert [w.token for w in writes] == [B]
+    assert s.stat("parse_errors", "unexpected") == 1
+    assert s.stat("events", "last_trade_price") == 1
+    (record,) = [r for r in caplog.records if "unexpected error" in r.getMessage()]
+    assert record.exc_info is not None and "a parser bug" in str(record.exc_info[1])
