@@ -22,11 +22,12 @@ class Ctx:
         self.stats: Counter[tuple[str, str]] = Counter()
 
 
-def test_docs_show_the_rendered_table() -> None:
-    doc = (ROOT / "docs/redis-contract.md").read_text()
+@pytest.mark.parametrize("page", ["docs/redis-contract.md", "docs/architecture.md"])
+def test_docs_show_the_rendered_table(page: str) -> None:
+    doc = (ROOT / page).read_text()
     found = re.search(r"<!-- status-table: begin -->\n(.*?)<!-- status-table: end -->", doc, re.S)
-    assert found is not None, "docs/redis-contract.md lost its status-table markers"
-    assert found.group(1) == status.render(), "docs/redis-contract.md: paste status.render() in"
+    assert found is not None, f"{page} lost its status-table markers"
+    assert found.group(1) == status.render(), f"{page}: paste status.render() in"
 
 
 def test_the_table_covers_every_status_and_nothing_leaves_unsubscribed() -> None:
