@@ -15,7 +15,12 @@ Rules:
 - PERSIST is owed from the moment a token is (re-)added or a rewrite starts until a transaction
   carrying it succeeds; coalescing or failures never drop it.
 - The alive key gets only the TTL left from the loop heartbeat behind the summary: replaying an
-  old summary never extends it, so a wedged loop loses the key within the TTL.
+  old summary never extends it, so a wedged loop loses the key within the TTL. While a rewrite
+  still owes any token its hash, or the sweep of hashes Redis brought back is still owed, no
+  batch carries the summary and the alive key.
+- A transaction carries at most ``batch_limit`` token writes. Before a flush the writer lingers
+  ``SIDECAR_WRITE_FLUSH_MS`` for a burst to grow, unless a full batch is owed already; after a
+  successful one it goes on at once only when a full batch went out or a rewrite became owed.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 MIN_ALIVE_MS = 20  # a shorter remaining TTL is not worth writing: let the key lapse
+BATCH_LIMIT = 2000  # token writes per MULTI/EXEC; bigger backlogs take several round trips
 
 
 class Write(Protocol):
@@ -84,6 +90,19 @@ class Batch:
     expect: str | None  # the stamp Redis must hold before it; None when we cannot know
     final: bool = False
 
+    def alive_until(self, sent_at: float, before: float | None) -> float | None:
+        """When the alive key expires once this batch has landed (``sent_at``: monotonic time the
+        transaction was sent; Redis counts the TTL from EXEC, after it). ``before``: the expiry
+        until now, kept when the batch leaves the key alone."""
+        s = self.summary
+        if s is None:
+            return before
+        if s.delete_alive:
+            return None
+        if s.alive_px is not None:
+            return sent_at + s.alive_px / 1000.0
+        return before
+
 
 @dataclass(slots=True)
 class _Known:
@@ -116,6 +135,7 @@ class Coalescer:
 
     stamp_prefix: str
     alive_ttl_s: float
+    batch_limit: int = BATCH_LIMIT
     known: dict[str, _Known] = field(default_factory=dict)
     dirty: dict[str, _Owed] = field(default_factory=dict)
     inflight: dict[str, _Owed] = field(default_factory=dict)
@@ -175,8 +195,11 @@ class Coalescer:
 
     # ---- output -------------------------------------------------------------------------------
 
-    def take(self, limit: int, now: float) -> Batch | None:
-        """The next transaction, or None when nothing is owed (or after the final one)."""
+    def take(self, now: float, *, limit: int | None = None) -> Batch | None:
+        """The next transaction (at most ``limit`` token writes, ``batch_limit`` by default), or
+        None when nothing is owed (or after the final one)."""
+        if limit is None:
+            limit = self.batch_limit
         self._prune(now)
         if self.closed or (not self.dirty and not self.summary_dirty):
             return None
@@ -192,7 +215,7 @@ class Coalescer:
                     writes.append(w)
                     self.inflight[token] = owed
         summary = None
-        if self.summary_dirty and self.summary is not None and not self.rewrite_left:
+        if self.summary_dirty and self.summary is not None and not self.rewrite_left and not self.sweep_owed:
             summary = SummaryWrite(self.summary.fields, self._alive(), self.alive_px(now))
             self.summary_dirty = False
             self.summary_inflight = True
@@ -242,6 +265,24 @@ class Coalescer:
             self.summary_dirty = True
         self._stamp = None
         self.rewrite(now)
+
+    def swept(self) -> None:
+        """The writer has deleted the ``orphans`` Redis held: no sweep is owed until the next rewrite."""
+        self.sweep_owed = False
+
+    # ---- pacing -------------------------------------------------------------------------------
+
+    def linger(self) -> bool:
+        """Before a flush: wait for a burst to coalesce into one round trip, unless a full
+        transaction is owed already (waiting would only delay it)."""
+        return self.backlog < self.batch_limit
+
+    def flush_again(self, batch: Batch, server_changed: bool) -> bool:
+        """After a successful transaction: go on at once? Only when it was full (more is owed) or
+        Redis changed under us (a rewrite is owed). What arrived during the round trip waits for
+        the next wake-up and its linger, so a burst coalesces into one transaction instead of
+        trickling out in many small ones (2.6x the flushes, measured)."""
+        return server_changed or len(batch.writes) >= self.batch_limit
 
     # ---- derived ------------------------------------------------------------------------------
 
@@ -309,7 +350,11 @@ class Coalescer:
                 return
             del tombs[token]
             self.known.pop(token, None)
-            self.dirty.pop(token, None)
+            if self.dirty.pop(token, None) is not None:
+                # Its removal (the EXPIRE) never reached Redis, which may still hold an older hash
+                # without a TTL: the sweep deletes it.
+                self.sweep_owed = True
+            self.rewrite_left.discard(token)  # nothing is owed for it any more: the alive key must not wait
 
     def _alive(self) -> str:
         return self.summary.fields.get("epoch", "") if self.summary is not None else ""

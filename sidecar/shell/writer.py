@@ -31,7 +31,6 @@ from sidecar.shell.metrics import Metrics
 
 log = logging.getLogger("sidecar.shell.writer")
 
-MAX_BATCH = 2000  # token writes per MULTI/EXEC; bigger backlogs take several round trips
 MAX_CONN_IDS = 64  # writer connections remembered for the shutdown kill (newest kept)
 
 
@@ -193,7 +192,9 @@ class QuoteWriter:
             if self._halt.is_set():
                 break
             self._wake.clear()
-            if self._flush_s > 0 and self.backlog < MAX_BATCH:
+            with self._lock:
+                linger = self._flush_s > 0 and self._core.linger()
+            if linger:
                 self._halt.wait(self._flush_s)  # let a burst coalesce into one round trip
             try:
                 self._flush(self._client)
@@ -213,17 +214,24 @@ class QuoteWriter:
         self.connected = False
 
     def _flush(self, client: redis.Redis) -> None:
-        """Write batches until nothing is owed. Raises on a failed transaction (put back first)."""
-        with self._lock:
-            sweep = self._core.sweep_owed
-        if sweep:
-            self._sweep(client)
+        """Write batches until nothing is owed. Raises on a failed transaction (put back first).
+        A sweep owed (after a failure, or a batch that found Redis changed) runs first: the
+        summary and the alive key wait for it."""
         while True:
             with self._lock:
                 if self._closing:
                     return
-                batch = self._core.take(MAX_BATCH, self._clock())
+                sweep = self._core.sweep_owed
+            if sweep:
+                self._sweep(client)
+            with self._lock:
+                if self._closing:
+                    return
+                batch = self._core.take(self._clock())
+                sweep = self._core.sweep_owed  # take() may have forgotten a removal never written
             if batch is None:
+                if sweep:
+                    continue
                 return
             try:
                 seen = self._execute(client, batch)
@@ -233,11 +241,9 @@ class QuoteWriter:
                 raise
             with self._lock:
                 changed = self._core.done(batch, seen, self._clock())
+                again = self._core.flush_again(batch, changed)
                 tokens = len(self._core.known)
-            if not changed and len(batch.writes) < MAX_BATCH:
-                # Everything owed went out. What arrived during the round trip waits for the
-                # next wake-up and its flush_ms, so a burst coalesces into one transaction
-                # instead of trickling out in many small ones (2.6x the flushes, measured).
+            if not again:
                 return
             if changed:
                 self.server_changes += 1
@@ -268,7 +274,7 @@ class QuoteWriter:
                 client.delete(*(prefix + t for t in doomed))
                 deleted += len(doomed)
         with self._lock:
-            self._core.sweep_owed = False
+            self._core.swept()
         if deleted:
             log.warning("deleted %d quote hashes of removed tokens that Redis had brought back", deleted)
 
@@ -305,11 +311,7 @@ class QuoteWriter:
         self.flushes += 1
         self.written += len(batch.writes)
         self.connected = True
-        s = batch.summary
-        if s is not None and s.delete_alive:
-            self.alive_until = None
-        elif s is not None and s.alive_px is not None:
-            self.alive_until = started + s.alive_px / 1000.0  # Redis counts from EXEC, after this
+        self.alive_until = batch.alive_until(started, self.alive_until)
         m = self._metrics
         if m is not None:
             m.redis_write_latency.observe(done - started)
