@@ -244,9 +244,9 @@ class Runtime:
             version=__version__,
             epoch=self.epoch,
             inbox_lag=self._inbox_lag,
-            redis_up=bool(writer["redis_up"]),
-            backlog=int(writer["backlog"]),
-            redis_errors={"writer": int(writer["errors"]), "desired": self.desired.errors},
+            redis_up=writer.redis_up,
+            backlog=writer.backlog,
+            redis_errors={"writer": writer.errors, "desired": self.desired.errors},
         )
         self._inbox_lag = 0.0
         if not self._ready_sent and self.writer.ever_connected.is_set():

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -32,6 +33,15 @@ from sidecar.shell.metrics import Metrics
 log = logging.getLogger("sidecar.shell.writer")
 
 MAX_CONN_IDS = 64  # writer connections remembered for the shutdown kill (newest kept)
+
+
+@dataclass(frozen=True, slots=True)
+class WriterState:
+    """What the summary and the metrics report about the writer."""
+
+    redis_up: bool
+    backlog: int  # tokens whose latest state is not known to be in Redis
+    errors: int  # failed connects and transactions so far
 
 
 class QuoteWriter:
@@ -325,8 +335,8 @@ class QuoteWriter:
                         m.exchange_to_redis.observe(max(0.0, (wall_ms - w.exch_ts) / 1000.0))
         return seen.decode() if isinstance(seen, bytes) else seen
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"redis_up": self.connected, "backlog": self.backlog, "errors": self.errors}
+    def snapshot(self) -> WriterState:
+        return WriterState(self.connected, self.backlog, self.errors)
 
 
 def _scan_pages(client: redis.Redis, match: str) -> Iterator[list[Any]]:
