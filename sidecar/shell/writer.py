@@ -121,6 +121,7 @@ class QuoteWriter:
                 return False
             try:
                 self._send_final(ids, batch, left)
+                self.alive_until = batch.alive_until(time.monotonic(), self.alive_until)  # deleted
                 return True
             except redis.RedisError as exc:
                 log.warning("final write to Redis failed: %s", exc)
