@@ -3,5 +3,6 @@
 from .book import Top, canon
 from .conns import ConnInfo
 from .server import Simulator
+from .state import MarketInfo
 
-__all__ = ["ConnInfo", "Simulator", "Top", "canon"]
+__all__ = ["ConnInfo", "MarketInfo", "Simulator", "Top", "canon"]

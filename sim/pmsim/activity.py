@@ -172,7 +172,8 @@ class Activity:
         """Active tokens, their cumulative rates and the total rate."""
         books = self.markets.books
         tokens = self.tokens if self.tokens is not None else list(books)
-        default = [t for t in tokens if t in books and t not in self.token_rates]
+        live = self.markets.has_book  # a closed market's books stop
+        default = [t for t in tokens if live(t) and t not in self.token_rates]
         share = self.rate / len(default) if default else 0.0
         names: list[str] = []
         cum: list[float] = []
@@ -183,7 +184,7 @@ class Activity:
                 names.append(token)
                 cum.append(total)
         for token, rate in self.token_rates.items():
-            if rate > 0 and token in books:
+            if rate > 0 and live(token):
                 total += rate
                 names.append(token)
                 cum.append(total)

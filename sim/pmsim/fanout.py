@@ -68,7 +68,7 @@ class Fanout:
             books = [
                 self.markets.book_msg(t)
                 for t in reply.added
-                if t in self.markets.books and conn.session.receives(t)
+                if self.markets.has_book(t) and conn.session.receives(t)
             ]
             if books:
                 conn.enqueue(orjson.dumps(books))

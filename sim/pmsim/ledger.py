@@ -25,6 +25,14 @@ class Refusals:
         return self.status
 
 
+@dataclass(frozen=True)
+class Outage:
+    """The whole venue is down: every handshake (and, with ``rest``, every REST request) is refused."""
+
+    status: int  # 503 or 429
+    rest: bool
+
+
 class Ledger:
     """Protocol violations, handshake and REST counters, and the pending refusals."""
 
@@ -37,6 +45,9 @@ class Ledger:
         self._rest_fail = Refusals()
         self._rest_delay = 0.0
         self._rest_in_flight = 0
+        self._outage: Outage | None = None
+        self._outage_handshakes = 0  # handshakes since the last outage began (until the next)
+        self._retry_after = 1  # the Retry-After seconds of every 429/503 answer (0: no header)
 
     # ---- violations
 
@@ -64,7 +75,41 @@ class Ledger:
         """Count a handshake; return the HTTP status to refuse it with, or None to upgrade."""
         with self._lock:
             self._handshakes += 1
+            if self._outage is not None:
+                self._outage_handshakes += 1
+                return self._outage.status
             return self._reject.take()
+
+    # ---- venue outage
+
+    def venue_down(self, status: int, rest: bool) -> None:
+        with self._lock:
+            self._outage = Outage(status, rest)
+            self._outage_handshakes = 0
+
+    def venue_up(self) -> None:
+        with self._lock:
+            self._outage = None
+
+    @property
+    def down(self) -> bool:
+        with self._lock:
+            return self._outage is not None
+
+    @property
+    def outage_handshakes(self) -> int:
+        """Handshakes refused during the current (or the last) outage."""
+        with self._lock:
+            return self._outage_handshakes
+
+    @property
+    def retry_after(self) -> int:
+        with self._lock:
+            return self._retry_after
+
+    def set_retry_after(self, seconds: int) -> None:
+        with self._lock:
+            self._retry_after = seconds
 
     # ---- REST (the RestHooks the HTTP threads call)
 
@@ -91,6 +136,8 @@ class Ledger:
         with self._lock:
             self._rest_requests += 1
             self._rest_in_flight += 1
+            if self._outage is not None and self._outage.rest:
+                return self._outage.status
             return self._rest_fail.take()
 
     def rest_hold(self) -> float:

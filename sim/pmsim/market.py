@@ -19,6 +19,7 @@ from decimal import Decimal
 from . import messages
 from .book import BUY, SELL, Book, Num, canon, check_price, norm_side, parse_levels, random_levels, to_dec
 from .messages import EMPTY_ASK, EMPTY_BID, Event
+from .state import MarketInfo, MarketState, derived_tick, market_object, new_state
 
 Change = tuple[str, str, Num, Num]  # (token, side, price, new total size)
 Prices = tuple[Decimal | None, Decimal | None]  # (best bid, best ask)
@@ -55,6 +56,7 @@ class Markets:
         self.rng = rng
         self.books: dict[str, Book] = {}
         self.markets: dict[str, list[str]] = {}
+        self.states: dict[str, MarketState] = {}  # market id -> reference data and lifecycle
         self.version = 0  # bumped when tokens are added (random activity re-reads its token list)
         self._seq = itertools.count(1)
 
@@ -68,11 +70,13 @@ class Markets:
                 return tid
 
     def add_market(
-        self, token_ids: list[str] | None, tick_size: Num, market_id: str | None, seed_book: bool
+        self, token_ids: list[str] | None, tick_size: Num | None, market_id: str | None, seed_book: bool
     ) -> str:
-        """Create a market (default: two fresh 70-77 digit token ids); returns its id."""
-        tick = to_dec(tick_size)
-        check_price(tick)
+        """Create a market (default: two fresh 70-77 digit token ids); returns its id.
+
+        tick_size=None draws the tick from the market id (0.01 or 0.001)."""
+        if tick_size is not None:
+            check_price(to_dec(tick_size))
         if token_ids is None:
             token_ids = [self._new_token_id(), self._new_token_id()]
         if not token_ids:
@@ -90,7 +94,9 @@ class Markets:
                 market_id = self._new_market_id()
         elif market_id in self.markets:
             raise ValueError(f"market {market_id} already exists")
+        tick = to_dec(tick_size if tick_size is not None else derived_tick(market_id))
         self.markets[market_id] = list(token_ids)
+        self.states[market_id] = new_state(market_id, token_ids)
         for tid in token_ids:
             book = Book(asset_id=tid, market=market_id, tick=tick)
             if seed_book:
@@ -110,6 +116,38 @@ class Markets:
             return self.books[token]
         except KeyError:
             raise KeyError(f"unknown token {token}") from None
+
+    # ---- reference data and lifecycle
+
+    def state(self, market_id: str) -> MarketState:
+        try:
+            return self.states[market_id]
+        except KeyError:
+            raise KeyError(f"unknown market {market_id}") from None
+
+    def info(self, token: str) -> MarketInfo:
+        book = self.book(token)
+        state = self.states[book.market]
+        return MarketInfo(canon(book.tick), state.min_order_size, state.neg_risk)
+
+    def has_book(self, token: str) -> bool:
+        """Known, and its market still has an order book (not closed)."""
+        book = self.books.get(token)
+        return book is not None and self.states[book.market].has_book
+
+    def close(self, market_id: str, winner: str | None) -> None:
+        """Close the market in the truth (with its winner if known): its books stop."""
+        self.state(market_id).close(winner)
+        self.version += 1  # random activity re-reads its token list and leaves these out
+
+    def market_json(self, market_id: str) -> Event | None:
+        """The CLOB market object of ``GET /markets/{condition_id}``, or None for an unknown market."""
+        state = self.states.get(market_id)
+        if state is None:
+            return None
+        books = [self.books[t] for t in state.tokens]
+        ticks = [canon(b.tick) for b in books]
+        return market_object(state, messages.outcomes(len(books)), ticks, [b.last_trade_price for b in books])
 
     # ---- messages of the truth
 
@@ -134,15 +172,18 @@ class Markets:
             now_ms(),
             tick_size=canon(book.tick),
             last_trade_price=book.last_trade_price,
+            min_order_size=self.states[book.market].min_order_size,
+            neg_risk=self.states[book.market].neg_risk,
             naming=naming,
         )
         return messages.with_digest(msg)
 
     def summary(self, token: str) -> Event | None:
-        """The REST book summary of token, or None for an unknown token."""
-        book = self.books.get(token)
-        if book is None:
+        """The REST book summary of token, or None for an unknown token or a closed market."""
+        if not self.has_book(token):
             return None
+        book = self.books[token]
+        state = self.states[book.market]
         bids, asks = book.wire_levels()
         return messages.book_summary(
             book.asset_id,
@@ -152,6 +193,8 @@ class Markets:
             now_ms(),
             tick_size=canon(book.tick),
             last_trade_price=book.last_trade_price,
+            min_order_size=state.min_order_size,
+            neg_risk=state.neg_risk,
         )
 
     def bba_msg(self, token: str) -> Event:

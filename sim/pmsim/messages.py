@@ -60,11 +60,14 @@ def book(
     hash: str = "",
     tick_size: str | None = None,
     last_trade_price: str | None = None,
+    min_order_size: str | None = None,
+    neg_risk: bool | None = None,
     naming: BookNaming = "bids_asks",
 ) -> Event:
     """A ``book`` snapshot. Pass levels best LAST on both sides to look like live frames.
 
-    naming="buys_sells" uses the older docs' side names.
+    naming="buys_sells" uses the older docs' side names. The reference data (``min_order_size``,
+    ``tick_size``, ``neg_risk``) is in the order of the REST summary, each left out when None.
     """
     bid_key, ask_key = _SIDE_NAMES[naming]
     msg: Event = {
@@ -75,8 +78,12 @@ def book(
         bid_key: levels(bids),
         ask_key: levels(asks),
     }
+    if min_order_size is not None:
+        msg["min_order_size"] = min_order_size
     if tick_size is not None:
         msg["tick_size"] = tick_size
+    if neg_risk is not None:
+        msg["neg_risk"] = neg_risk
     if last_trade_price is not None:
         msg["last_trade_price"] = last_trade_price
     msg["event_type"] = "book"

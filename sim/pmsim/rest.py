@@ -1,4 +1,5 @@
-"""The simulator's REST side: GET /book and POST /books, the sidecar's resync and quiet-market check.
+"""The simulator's REST side: GET /book and POST /books (the sidecar's resync and quiet-market
+check) and GET /markets/{condition_id} (a market's state: open, closed, its winner).
 
 A stdlib threaded HTTP server; the book data comes from the simulator through thread-safe hooks,
 so the HTTP threads never touch the event loop's state directly.
@@ -30,11 +31,15 @@ class RestHooks:
         summaries: Callable[[list[str]], list[dict[str, Any] | None]],
         delay: Callable[[], float] = lambda: 0.0,
         end: Callable[[], None] = lambda: None,
+        market: Callable[[str], dict[str, Any] | None] = lambda condition_id: None,
+        retry_after: Callable[[], int] = lambda: 0,
     ) -> None:
         self.begin = begin  # counts the request; returns a status to fail it with, or None
         self.summaries = summaries  # one summary (or None for unknown) per token id
         self.delay = delay  # seconds to hold an answer after its books were read (in flight)
         self.end = end  # the request is answered (or failed): no longer in flight
+        self.market = market  # the CLOB market object of a condition id, or None for an unknown one
+        self.retry_after = retry_after  # Retry-After seconds on a 429/503 (0: no header)
 
 
 class _Server(ThreadingHTTPServer):
@@ -78,6 +83,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        retry_after = self.server.hooks.retry_after()
+        if status in (429, 503) and retry_after > 0:
+            self.send_header("Retry-After", str(retry_after))
         self.end_headers()
         self.wfile.write(body)
 
@@ -122,6 +130,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(200, summary)
         elif url.path == "/books" and method == "POST":
             self._books(body)
+        elif url.path.startswith("/markets/") and method == "GET":
+            market = self.server.hooks.market(url.path.removeprefix("/markets/"))
+            self._hold()
+            if market is None:
+                self._reply(404, {"error": "market not found"})
+            else:
+                self._reply(200, market)
         else:
             self._reply(404, {"error": "not found"})
 

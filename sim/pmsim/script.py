@@ -90,10 +90,19 @@ class Script:
         msg = self.markets.resolution(market_id, winning_token)
         self.fanout.send_to_market_custom(self.markets.markets[market_id], msg)
 
+    def resolve_market(self, market_id: str, winner: str | None, announce: bool) -> None:
+        """Close the market in the truth; with announce and a known winner, also send market_resolved."""
+        state = self.markets.state(market_id)
+        if winner is not None and winner not in state.tokens:
+            raise ValueError(f"token {winner} is not in market {market_id}")
+        self.markets.close(market_id, winner)
+        if announce and winner is not None:
+            self.resolve(market_id, winner)
+
     def new_market(
         self,
         token_ids: list[str] | None,
-        tick_size: Num,
+        tick_size: Num | None,
         market_id: str | None,
         seed_book: bool,
         question: str | None,

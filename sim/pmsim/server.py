@@ -9,7 +9,9 @@ adds what the live exchange cannot give: scripted events, injected faults and a 
 loop (:mod:`pmsim.loopthread`) and returns once its frames sit in the per-connection write
 queues. The parts: :mod:`~pmsim.session` (the wire rules, sans I/O), :mod:`~pmsim.market` (the
 truth), :mod:`~pmsim.fanout` (connections and routing), :mod:`~pmsim.script` (scripted events),
-:mod:`~pmsim.activity` (random activity), :mod:`~pmsim.wsserver` and :mod:`~pmsim.rest` (sockets).
+:mod:`~pmsim.activity` (random activity), :mod:`~pmsim.wsserver` and :mod:`~pmsim.rest` (sockets),
+:mod:`~pmsim.state` (each market's reference data and lifecycle); the fault controls are the
+:class:`~pmsim.faults.Faults` mixin.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ import random
 import ssl
 import time
 from types import TracebackType
+from typing import Any
 
 from websockets.asyncio.server import Server
 
 from .activity import Activity
 from .book import BUY, Levels, Num, Top, canon
-from .conns import ConnInfo, Mode
+from .conns import ConnInfo
 from .fanout import Fanout
+from .faults import Faults
 from .ledger import Ledger
 from .loopthread import CALL_TIMEOUT_S, LoopThread
 from .market import Change, Markets
@@ -32,12 +36,13 @@ from .messages import Event
 from .rest import RestHooks, RestServer
 from .script import Script
 from .session import MAX_IDS_PER_FRAME
+from .state import MarketInfo
 from .wsserver import WsShell
 
-__all__ = ["MAX_IDS_PER_FRAME", "ConnInfo", "Simulator"]
+__all__ = ["MAX_IDS_PER_FRAME", "ConnInfo", "MarketInfo", "Simulator"]
 
 
-class Simulator:
+class Simulator(Faults):
     """Polymarket market channel (WS) plus REST book endpoints on 127.0.0.1, fully scriptable.
 
     Use ``start()``/``stop()`` or ``with Simulator() as sim:``. See the module docstring for the
@@ -99,7 +104,14 @@ class Simulator:
             self._loop.run_on_loop(self._startup())
             self._loop.running = True
             ledger = self._ledger
-            hooks = RestHooks(ledger.rest_begin, self._summaries, ledger.rest_hold, ledger.rest_end)
+            hooks = RestHooks(
+                ledger.rest_begin,
+                self._summaries,
+                ledger.rest_hold,
+                ledger.rest_end,
+                market=self.market_state,
+                retry_after=lambda: ledger.retry_after,
+            )
             self._rest = RestServer(self.host, self._rest_port_req, hooks)
         except BaseException:
             self.stop()  # e.g. a port in use: do not leave a loop thread or a listener behind
@@ -140,42 +152,6 @@ class Simulator:
     ) -> None:
         self.stop()
 
-    # ------------------------------------------------------------------ counters
-
-    @property
-    def violations(self) -> list[str]:
-        """Protocol violations seen from clients (a copy). Tests assert this stays empty."""
-        return self._ledger.violations
-
-    @property
-    def handshakes(self) -> int:
-        """WebSocket handshake attempts, rejected ones included."""
-        return self._ledger.handshakes
-
-    @property
-    def rest_requests(self) -> int:
-        return self._ledger.rest_requests
-
-    def reject_handshakes(self, status: int, count: int) -> None:
-        """Answer the next `count` handshakes with HTTP `status` (e.g. 429) instead of upgrading."""
-        self._ledger.reject_handshakes(status, count)
-
-    @property
-    def rest_in_flight(self) -> int:
-        """REST requests received and not yet answered (see rest_delay)."""
-        return self._ledger.rest_in_flight
-
-    def rest_delay(self, seconds: float) -> None:
-        """Hold every REST answer this long after its books were read (0 = answer at once): the
-        answer is then older than the socket's events, and Redis can restart while it is in flight."""
-        if seconds < 0:
-            raise ValueError("seconds must not be negative")
-        self._ledger.set_rest_delay(float(seconds))
-
-    def rest_fail(self, status: int, count: int) -> None:
-        """Fail the next `count` REST requests with `status`."""
-        self._ledger.rest_fail(status, count)
-
     def _summaries(self, tokens: list[str]) -> list[Event | None]:
         return self._loop.call(lambda: [self._markets.summary(t) for t in tokens])
 
@@ -185,7 +161,7 @@ class Simulator:
         self,
         token_ids: list[str] | None = None,
         *,
-        tick_size: Num = "0.01",
+        tick_size: Num | None = "0.01",
         market_id: str | None = None,
         seed_book: bool = True,
     ) -> str:
@@ -212,6 +188,18 @@ class Simulator:
 
     def tick_size(self, token: str) -> str:
         return self._loop.call(lambda: canon(self._markets.book(token).tick))
+
+    def market_info(self, token: str) -> MarketInfo:
+        """(tick_size, min_order_size, neg_risk) of the token's market, as the frames carry them."""
+        return self._loop.call(self._markets.info, token)
+
+    def market_state(self, market_id: str) -> dict[str, Any] | None:
+        """What ``GET /markets/{market_id}`` answers (the CLOB market object), None for unknown."""
+        return self._loop.call(self._markets.market_json, market_id)
+
+    def has_book(self, token: str) -> bool:
+        """False once the token's market is closed (REST /book 404, no more book frames)."""
+        return self._loop.call(self._markets.has_book, token)
 
     # ------------------------------------------------------------------ scripting
 
@@ -266,14 +254,24 @@ class Simulator:
         self._loop.call(self._script.trade, token, price, size, side)
 
     def resolve(self, market_id: str, winning_token: str) -> None:
-        """market_resolved to custom-feature connections subscribed to any of the market's tokens."""
+        """market_resolved to custom-feature connections subscribed to any of the market's tokens.
+
+        Only the announcement: the market stays open in the truth (see resolve_market)."""
         self._loop.call(self._script.resolve, market_id, winning_token)
+
+    def resolve_market(self, market: str, winner: str | None = None, announce: bool = True) -> None:
+        """Close the market in the truth: REST /markets says closed (with tokens[].winner when the
+        winner is known), /book answers 404, /books leaves its tokens out, no more book frames or
+        random activity. announce=True also sends market_resolved when the winner is given (the
+        event names one: without a winner nothing is sent); announce=False withholds it, as the
+        live exchange is reported to do."""
+        self._loop.call(self._script.resolve_market, market, winner, announce)
 
     def new_market(
         self,
         token_ids: list[str] | None = None,
         *,
-        tick_size: Num = "0.01",
+        tick_size: Num | None = "0.01",
         market_id: str | None = None,
         seed_book: bool = True,
         question: str | None = None,
@@ -335,66 +333,3 @@ class Simulator:
     def stop_activity(self) -> None:
         """Stop random activity; when this returns no further random event will be generated."""
         self._loop.call(self._activity.stop)
-
-    # ------------------------------------------------------------------ faults and introspection
-
-    def connections(self) -> list[ConnInfo]:
-        """Snapshots of every connection ever accepted, in id order."""
-        return self._loop.call(lambda: [c.info() for c in self._fanout.conns.values()])
-
-    def conn(self, conn_id: int) -> ConnInfo:
-        return self._loop.call(lambda: self._fanout.conns[conn_id].info())
-
-    def conn_for(self, token: str) -> ConnInfo | None:
-        """The open connection (most recent) currently subscribed to token."""
-
-        def find() -> ConnInfo | None:
-            conn = self._fanout.find(token)
-            return conn.info() if conn is not None else None
-
-        return self._loop.call(find)
-
-    def sent_frames(self, conn_id: int) -> int:
-        return self._loop.call(lambda: self._fanout.conns[conn_id].sent)
-
-    def drop(self, conn_id: int | None = None) -> None:
-        """Abort the TCP connection (no close frame) of one or all connections."""
-        self._loop.call(self._fanout.drop, conn_id)
-
-    def close(self, conn_id: int, code: int = 1011, reason: str = "") -> None:
-        """Clean close with a code, after the frames already queued on that connection."""
-        self._loop.call(self._fanout.close, conn_id, code, reason)
-
-    def _set_mode(self, conn_id: int, mode: Mode) -> None:
-        self._loop.call(self._fanout.set_mode, conn_id, mode)
-
-    def zombie(self, conn_id: int) -> None:
-        """Keep answering PING with PONG but never send market data again on this connection."""
-        self._set_mode(conn_id, "zombie")
-
-    def relay_only(self, conn_id: int) -> None:
-        """A zombie that still relays venue-wide broadcasts (new_market): PONGs and broadcasts, but
-        never this connection's own market data again."""
-        self._set_mode(conn_id, "relay_only")
-
-    def half_open(self, conn_id: int) -> None:
-        """Send nothing at all (no PONG, no data, no FIN) and ignore input; the socket stays open."""
-        self._set_mode(conn_id, "half_open")
-
-    def slow(self, conn_id: int, delay_s: float) -> None:
-        """Delay every outgoing frame on that connection by delay_s."""
-        self._loop.call(self._fanout.slow, conn_id, float(delay_s))
-
-    def mute(self, token: str, subscribes: int | None = None) -> None:
-        """Never send anything for token to the next `subscribes` subscriptions of it (None: all).
-
-        Muting applies per subscription: a muted subscription stays silent until unsubscribed, so
-        the client's unsubscribe+subscribe "redrive" is what rescues it once the count is used up.
-        """
-        if subscribes is not None and subscribes <= 0:
-            raise ValueError("subscribes must be positive or None")
-        self._loop.call(self._fanout.mute, token, subscribes)
-
-    def unmute(self, token: str) -> None:
-        """Forget the mute count; subscriptions already muted stay silent until re-subscribed."""
-        self._loop.call(self._fanout.unmute, token)

@@ -51,8 +51,9 @@ class WsShell:
         if status is None:
             return None
         response = connection.respond(status, f"simulated handshake rejection ({status})\n")
-        if status == 429:
-            response.headers["Retry-After"] = "1"
+        retry_after = self.ledger.retry_after
+        if status in (429, 503) and retry_after > 0:
+            response.headers["Retry-After"] = str(retry_after)
         return response
 
     async def _handler(self, ws: ServerConnection) -> None:
