@@ -266,6 +266,12 @@ class Coalescer:
         self._stamp = None
         self.rewrite(now)
 
+    @property
+    def sweep_due(self) -> bool:
+        """A sweep is owed and can tell this run's hashes apart: the first summary has named the
+        epoch (before it, sweeping would find nothing, and must not count as done)."""
+        return self.sweep_owed and bool(self.epoch)
+
     def swept(self) -> None:
         """The writer has deleted the ``orphans`` Redis held: no sweep is owed until the next rewrite."""
         self.sweep_owed = False

@@ -232,14 +232,14 @@ class QuoteWriter:
             with self._lock:
                 if self._closing:
                     return
-                sweep = self._core.sweep_owed
+                sweep = self._core.sweep_due
             if sweep:
                 self._sweep(client)
             with self._lock:
                 if self._closing:
                     return
                 batch = self._core.take(self._clock())
-                sweep = self._core.sweep_owed  # take() may have forgotten a removal never written
+                sweep = self._core.sweep_due  # take() may have forgotten a removal never written
             if batch is None:
                 if sweep:
                     continue

@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
+from sidecar.core.actions import QuoteWrite
 from sidecar.core.coalesce import Batch, Coalescer
-from sidecar.core.engine import QuoteWrite
 
 TTL = 300  # the unsubscribed TTL the model engine gives a removed token
 ALIVE_TTL = 5.0
@@ -171,11 +171,11 @@ def drain(c: Coalescer, redis: ModelRedis, now: float) -> None:
     one is owed and batches until nothing is owed."""
     c.submit_summary({"epoch": EPOCH}, now)
     for _ in range(100):
-        if c.sweep_owed:
+        if c.sweep_due:
             sweep(c, redis)
         batch = c.take(now, limit=2)
         if batch is None:
-            if c.sweep_owed:  # take() forgot a removal that never reached Redis: sweep, go on
+            if c.sweep_due:  # take() forgot a removal that never reached Redis: sweep, go on
                 continue
             return
         c.done(batch, redis.apply(batch, now), now)

@@ -134,7 +134,7 @@ def test_after_any_interleaving_redis_equals_the_engine_state(ops: list[Op], out
             c.rewrite(now)
             check.rewrite_started(now)
         elif op in ("flush", "fail_before", "fail_after"):
-            if op == "flush" and c.sweep_owed:  # the writer sweeps first, on a working Redis
+            if op == "flush" and c.sweep_due:  # the writer sweeps first, on a working Redis
                 sweep(c, redis)
                 check.sweep_owed = False
             batch = c.take(now, limit=n)

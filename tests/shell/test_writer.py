@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from devkit.wait import wait_for
-from sidecar.core.engine import QuoteWrite
+from sidecar.core.actions import QuoteWrite
 from sidecar.shell.writer import QuoteWriter
 
 P = "pm:"

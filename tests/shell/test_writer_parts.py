@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from devkit.wait import wait_for
-from sidecar.core.engine import QuoteWrite
+from sidecar.core.actions import QuoteWrite
 from sidecar.shell import writer as writer_mod
 from sidecar.shell.metrics import Metrics
 from sidecar.shell.writer import QuoteWriter, WriterState, _scan_pages
