@@ -351,8 +351,11 @@ class Markets:
         return messages.market_resolved(self._event_id(), market_id, tokens, winning_token, now_ms())
 
     def announcement(self, market_id: str, question: str | None) -> Event:
-        """The new_market broadcast of an existing market."""
-        question = question or f"Will simulated market {market_id[2:10]} resolve Yes?"
+        """The new_market broadcast of an existing market (its question is kept for /markets)."""
+        state = self.state(market_id)
+        if question:
+            state.question = question
+        question = state.question
         return messages.new_market(self._event_id(), market_id, self.markets[market_id], question, now_ms())
 
 

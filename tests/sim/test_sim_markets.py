@@ -86,6 +86,9 @@ def test_book_frames_rest_summaries_and_markets_carry_the_truth(
         ]
         assert all(isinstance(t["price"], (int, float)) for t in body["tokens"])
     assert http(f"{sim.rest_url}/markets/0x42") == (404, {"error": "market not found"})
+    asked = sim.new_market(question="Will it rain?")
+    state = sim.market_state(asked)
+    assert state is not None and state == market_json(sim, asked) and state["question"] == "Will it rain?"
     a = tokens[0]
     sim.tick_size_change(a, "0.0001")
     assert c.recv_json()["event_type"] == "tick_size_change"
