@@ -66,7 +66,7 @@ class Faults:
         a cut-over does); rest=True answers every REST request with ``status`` too."""
         if status not in RETRY_STATUSES:
             raise ValueError(f"status must be one of {RETRY_STATUSES}, got {status}")
-        self._ledger.venue_down(status, rest)  # refuse first, so a dropped client cannot slip back in
+        self._ledger.venue_down(status, rest, drop)  # refuse first, so a dropped client cannot slip back in
         if drop:
             self._loop.call(self._fanout.drop, None)
 

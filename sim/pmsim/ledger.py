@@ -31,6 +31,7 @@ class Outage:
 
     status: int  # 503 or 429
     rest: bool
+    drop: bool  # sockets are dropped: one that slips through its handshake as it begins is cut too
 
 
 class Ledger:
@@ -82,9 +83,9 @@ class Ledger:
 
     # ---- venue outage
 
-    def venue_down(self, status: int, rest: bool) -> None:
+    def venue_down(self, status: int, rest: bool, drop: bool) -> None:
         with self._lock:
-            self._outage = Outage(status, rest)
+            self._outage = Outage(status, rest, drop)
             self._outage_handshakes = 0
 
     def venue_up(self) -> None:
@@ -95,6 +96,12 @@ class Ledger:
     def down(self) -> bool:
         with self._lock:
             return self._outage is not None
+
+    @property
+    def dropping(self) -> bool:
+        """Down, and every socket is to be dropped (one accepted just now included)."""
+        with self._lock:
+            return self._outage is not None and self._outage.drop
 
     @property
     def outage_handshakes(self) -> int:

@@ -60,6 +60,9 @@ class WsShell:
         assert isinstance(ws, SimConnection)
         path = ws.request.path if ws.request is not None else ""
         conn = self.fanout.accept(ws, path)
+        if self.ledger.dropping:  # upgraded just before the venue went down: cut it like the rest
+            self.fanout.drop(conn.id)
+            return
         conn.writer = asyncio.get_running_loop().create_task(self._writer(conn))
         try:
             async for message in ws:

@@ -19,6 +19,17 @@ def test_a_book_carries_the_live_fields_in_the_live_order() -> None:
     assert "bids" not in full and list(full)[-1] == "event_type"
 
 
+def test_a_book_carries_the_reference_data_in_the_summary_order() -> None:
+    msg = messages.book("7", "0xm", [], [], "1", tick_size="0.001", min_order_size="15", neg_risk=True)
+    summary = messages.book_summary("7", "0xm", [], [], "1", tick_size="0.001", last_trade_price="")
+    keys = ["min_order_size", "tick_size", "neg_risk"]
+    assert [k for k in msg if k in keys] == [k for k in summary if k in keys] == keys
+    assert (msg["tick_size"], msg["min_order_size"], msg["neg_risk"]) == ("0.001", "15", True)
+    assert list(msg)[-1] == "event_type"
+    bare = messages.book("7", "0xm", [], [], "1", neg_risk=False)  # False is a value, not "absent"
+    assert bare["neg_risk"] is False and "min_order_size" not in bare and "tick_size" not in bare
+
+
 def test_with_digest_hashes_the_message_as_it_stands_with_an_empty_hash() -> None:
     msg = messages.book("7", "0xm", [("0.4", "1")], [("0.7", "3")], "1", hash="stale")
     expected = hashlib.sha1(orjson.dumps({**msg, "hash": ""})).hexdigest()
