@@ -41,7 +41,16 @@ class RestFetch:
     tokens: list[str]
 
 
-Action = Open | Send | Close | RestFetch
+@dataclass(slots=True)
+class MarketFetch:
+    """Fetch these markets' states over REST (``GET /markets/{condition_id}`` each, condition ids);
+    answered by ``on_market_states``."""
+
+    request_id: int
+    markets: list[str]
+
+
+Action = Open | Send | Close | RestFetch | MarketFetch
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sidecar.core import crosscheck, events, resync, sockets
+from sidecar.core import crosscheck, events, lifecycle, resync, sockets
 from sidecar.core.actions import RestFetch
 from sidecar.core.context import Context
 from sidecar.core.quote import TokenState
@@ -53,19 +53,25 @@ def on_rest_books(
         ctx.stats[Stat.REST, "error"] += 1
         return
     ctx.stats[Stat.REST, "ok"] += 1
+    missing = set(tokens)
     for book in events.parse_rest_books(books):
         st = ctx.tokens.get(book.asset_id) if book.asset_id is not None else None
         if st is None:
             continue
+        missing.discard(st.token)
         reseed = st.status == RESYNCING and not resync.settling(st)
         if not reseed and st.status != LIVE:
             continue
+        if isinstance(book, events.Book):
+            lifecycle.rest_reference(ctx, st, book)
         if isinstance(book, events.BadEvent):
             ctx.stats[Stat.PARSE_ERRORS, f"rest_{book.reason}"] += 1
         elif reseed:
             _reseed(ctx, st, book, now, wall_ms)
         else:
             _confirm(ctx, st, book, now, wall_ms)
+    if missing:
+        lifecycle.no_books(ctx, missing, now)  # no order book any more: is the market closed?
 
 
 def _confirm(ctx: Context, st: TokenState, book: events.Book, now: float, wall_ms: int) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from sidecar.core.actions import Action, QuoteWrite
 from sidecar.core.crosscheck import Unsettled
+from sidecar.core.lifecycle_state import Lifecycle
 from sidecar.core.quote import TokenState
 from sidecar.core.ratelog import RateLimitedLog
 from sidecar.core.shards import OPEN, Conn, ShardMap
@@ -43,6 +44,7 @@ class EngineConfig:
     rest_enabled: bool = True
     unsubscribed_ttl_s: int = 300
     bbo_grace_s: float = 1.0
+    market_poll_s: float = 300.0
 
     @classmethod
     def from_settings(cls, s: Any) -> EngineConfig:
@@ -82,6 +84,8 @@ class Context:
         self.next_request_id = 1
         self.rest_inflight: dict[int, list[str]] = {}
         self.rest_pending: set[str] = set()
+        # market lifecycle: state polls, resolved markets, start-up read-back
+        self.lifecycle = Lifecycle(now)
         # timers
         self.last_slow_check = now
         self.next_touch_scan = now

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from sidecar.core import protocol, sockets
+from sidecar.core import lifecycle, protocol, sockets
 from sidecar.core.actions import QuoteWrite
 from sidecar.core.context import Context
 from sidecar.core.quote import TokenState
@@ -69,6 +69,7 @@ def _add_token(ctx: Context, token: str, now: float, wall_ms: int) -> int:
     # and sidecar restarts (no token changes 1,000 times a millisecond).
     st = TokenState(token, max(wall_ms * 1000, ctx.seq_floor), now)
     ctx.tokens[token] = st
+    lifecycle.adopt(ctx, st, now)  # resolved earlier in this run, or read back at start-up
     shard = ctx.shards.assign(token, now)
     st.shard_id = shard.id
     ctx.dirty.add(token)

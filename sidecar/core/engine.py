@@ -13,6 +13,8 @@ seconds, ``wall_ms`` = epoch milliseconds) and drains what it decided:
    a ``book`` makes a token ``live``, deltas move its top while it agrees with the exchange's own
    stated top.                                                                -> market.py, resync.py
 5. ``on_rest_books``: REST books re-confirm quiet tokens and reseed resyncing ones.  -> confirm.py
+   ``on_market_states`` / ``restore``: markets polled over REST (and read back at start-up) make
+   tokens ``resolved`` when the ``market_resolved`` event is lost.                 -> lifecycle.py
 6. ``take_actions`` (open/close a socket, send a frame, fetch over REST) and ``take_writes`` (the
    changed tokens' quote hashes, one write per token, a new ``seq`` each).            -> writes.py
 7. ``summary`` / ``report``: the summary hash and the typed report for /metrics.       -> report.py
@@ -28,8 +30,8 @@ import random
 from collections import Counter
 from collections.abc import Iterable
 
-from sidecar.core import confirm, desired_set, market, report, sockets, timers, writes
-from sidecar.core.actions import Action, Close, Open, QuoteWrite, RestFetch, Send
+from sidecar.core import confirm, desired_set, lifecycle, market, report, sockets, timers, writes
+from sidecar.core.actions import Action, Close, MarketFetch, Open, QuoteWrite, RestFetch, Send
 from sidecar.core.context import Context, EngineConfig
 from sidecar.core.quote import TokenState
 from sidecar.core.report import Report
@@ -68,9 +70,21 @@ class Engine:
     def on_rest_books(self, request_id: int, books: list[object] | None, now: float, wall_ms: int) -> None:
         confirm.on_rest_books(self.ctx, request_id, books, now, wall_ms)
 
+    def on_market_states(
+        self, request_id: int, markets: dict[str, object | None] | None, now: float, wall_ms: int
+    ) -> None:
+        """Answers to a MarketFetch: a closed market resolves its tokens; reference data."""
+        lifecycle.on_market_states(self.ctx, request_id, markets, now, wall_ms)
+
+    def restore(self, saved: dict[str, dict[str, str]], now: float, wall_ms: int) -> None:
+        """The quote hashes read back at start-up, before the first desired set: a token saved
+        ``resolved`` starts ``resolved`` and its market is polled at once to confirm."""
+        lifecycle.restore(self.ctx, saved)
+
     def tick(self, now: float, wall_ms: int) -> None:
-        """Timers: pacing, pings, pong and silence checks, confirmation and stall redrives."""
+        """Timers: pacing, pings, pong and silence checks, confirmation and stall redrives; market polls."""
         timers.tick(self.ctx, now)
+        lifecycle.tick(self.ctx, now)
 
     def shutdown(self) -> None:
         """Every quote we can no longer vouch for becomes stale before the process exits."""
@@ -162,6 +176,7 @@ __all__ = [
     "Close",
     "Engine",
     "EngineConfig",
+    "MarketFetch",
     "Open",
     "QuoteWrite",
     "Report",

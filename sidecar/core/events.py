@@ -11,6 +11,7 @@ filtered, not counted as an error). Parsing is the only place that knows the wir
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sidecar.core.protocol import (
@@ -47,6 +48,8 @@ class Book:
     ts: int | None
     market: str | None
     tick_size: str | None
+    min_order_size: str | None = None  # reference data, when the summary carries it
+    neg_risk: bool | None = None
 
 
 @dataclass(slots=True)
@@ -190,6 +193,8 @@ def _book(raw: dict[str, Any]) -> Event:
         timestamp_ms(raw.get("timestamp")),
         _str(raw.get("market")),
         _str(raw.get("tick_size")),
+        number_text(raw.get("min_order_size")),
+        flag(raw.get("neg_risk")),
     )
 
 
@@ -260,6 +265,80 @@ def parse_rest_books(books: list[object]) -> list[Book | BadEvent]:
                 timestamp_ms(raw.get("timestamp")),
                 _str(raw.get("market")),
                 _str(raw.get("tick_size")),
+                number_text(raw.get("min_order_size")),
+                flag(raw.get("neg_risk")),
             )
         )
     return out
+
+
+# ---- reference data and market states (GET /markets/{condition_id}) -------------------------------
+
+
+def number_text(value: Any) -> str | None:
+    """A reference number as the hash shows it: the exchange's string as given, a JSON number
+    (the market endpoint's ``5``, ``0.01``) in its shortest decimal form; anything else unknown."""
+    if isinstance(value, str):
+        text = value.strip()
+        return text or None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        d = Decimal(repr(value))
+    except InvalidOperation:
+        return None
+    if not d.is_finite() or d <= 0:
+        return None
+    return format(d.normalize(), "f")
+
+
+def flag(value: Any) -> bool | None:
+    """A boolean the wire may send as JSON ``true`` or as the text ``"true"``."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class MarketState:
+    """One market's state over REST: closed or not, its winner when one is flagged, its reference
+    data (``tick_size`` from ``minimum_tick_size``, ``min_order_size`` from ``minimum_order_size``)."""
+
+    market: str
+    closed: bool
+    tokens: tuple[str, ...]
+    winner: str | None
+    tick_size: str | None
+    min_order_size: str | None
+    neg_risk: bool | None
+
+
+def parse_market_state(market: str, raw: Any) -> MarketState | None:
+    """The CLOB market object for ``market``; None when it cannot be judged (not an object, no
+    boolean ``closed``, or another market's id)."""
+    if not isinstance(raw, dict) or not isinstance(closed := raw.get("closed"), bool):
+        return None
+    cid = raw.get("condition_id")
+    if isinstance(cid, str) and cid != market:
+        return None
+    tokens: list[str] = []
+    winner = None
+    entries = raw.get("tokens")
+    for entry in entries if isinstance(entries, list) else ():
+        token = entry.get("token_id") if isinstance(entry, dict) else None
+        if not isinstance(token, str):
+            continue
+        tokens.append(token)
+        if entry.get("winner") is True:
+            winner = token
+    return MarketState(
+        market,
+        closed,
+        tuple(tokens),
+        winner,
+        number_text(raw.get("minimum_tick_size")),
+        number_text(raw.get("minimum_order_size")),
+        flag(raw.get("neg_risk")),
+    )

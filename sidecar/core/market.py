@@ -10,14 +10,14 @@ never costs the rest of the frame.
 
 from __future__ import annotations
 
-from sidecar.core import crosscheck, events, health, resync, sockets
+from sidecar.core import crosscheck, events, health, lifecycle, resync, sockets
 from sidecar.core.context import Context
 from sidecar.core.events import LevelChanges
 from sidecar.core.protocol import BadEntry, Control, LevelChange
 from sidecar.core.quote import TokenState
 from sidecar.core.shards import Conn
 from sidecar.core.stats import Stat
-from sidecar.core.status import LIVE, RESOLVED, RESYNCING, set_status
+from sidecar.core.status import LIVE, LOST, MARKET_RESOLVED, RESOLVED, RESYNCING, WON, set_status
 
 _PRICE_CHANGE = (Stat.EVENTS, events.PRICE_CHANGE)  # the hot path's counter key, built once
 _DATA_FRAMES = (Stat.FRAMES, "data")
@@ -185,9 +185,10 @@ def _on_book(ctx: Context, conn: Conn, event: events.Book, now: float, wall_ms: 
         st.ts = event.ts
     if event.market is not None:
         st.market = event.market
-    if event.tick_size is not None:
-        st.tick_size = event.tick_size
-    if st.status != RESOLVED:
+    lifecycle.take_reference(st, event.tick_size, event.min_order_size, event.neg_risk, tick_if_unknown=False)
+    if not event.bids and not event.asks:
+        lifecycle.book_empty(ctx, st, now)  # near resolution: ask about its market now
+    if st.status != RESOLVED:  # a resolved token's books update its prices, never its status
         set_status(ctx, st, LIVE, "")
     st.resync_deadline = None
     st.source = "book"
@@ -326,4 +327,6 @@ def _on_resolved(ctx: Context, conn: Conn, event: events.Resolution, now: float)
         st = _token_event(ctx, conn, asset, now)
         if st is None:
             continue
-        set_status(ctx, st, RESOLVED, "won" if event.winner == st.token else "market_resolved")
+        winner = event.winner
+        reason = MARKET_RESOLVED if winner is None else WON if winner == st.token else LOST
+        lifecycle.resolve(ctx, st, reason)

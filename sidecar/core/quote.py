@@ -27,7 +27,9 @@ class TokenState:
         "last_trade_size",
         "last_trade_ts",
         "market",
+        "min_order_size",
         "moves",
+        "neg_risk",
         "next_redrive_at",
         "reason",
         "redrives",
@@ -57,6 +59,8 @@ class TokenState:
         self.source = ""
         self.market: str | None = None
         self.tick_size: str | None = None
+        self.min_order_size: str | None = None
+        self.neg_risk: bool | None = None
         self.last_trade_price: str | None = None
         self.last_trade_size: str | None = None
         self.last_trade_side: str | None = None
@@ -106,6 +110,10 @@ class TokenState:
             out["market"] = self.market
         if self.tick_size is not None:
             out["tick_size"] = self.tick_size
+        if self.min_order_size is not None:
+            out["min_order_size"] = self.min_order_size
+        if self.neg_risk is not None:
+            out["neg_risk"] = "true" if self.neg_risk else "false"
         if self.last_trade_price is not None:
             out["last_trade_price"] = self.last_trade_price
             out["last_trade_size"] = self.last_trade_size or ""

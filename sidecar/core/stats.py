@@ -28,6 +28,7 @@ class Stat(StrEnum):
     CROSSED_BOOKS = "crossed_books"
     REST = "rest"  # label: ok, error
     REST_CONFIRM = "rest_confirm"  # label: match, older, crossed, mismatch
+    MARKET_POLLS = "market_polls"  # label: open, closed, unknown, error (markets answered / failed)
     ILLEGAL_TRANSITIONS = "illegal_transitions"  # label: from->to (not exported: a bug, logged)
 
 

@@ -36,6 +36,11 @@ BBO_SETTLING: Final = "bbo_settling"  # a top disagreeing with the exchange's th
 NO_DATA: Final = "no_data"
 SIDECAR_STOPPED: Final = "sidecar_stopped"
 REMOVED: Final = "removed_from_desired"
+VENUE_DOWN: Final = "venue_down"  # every socket failing: the venue is down (core/venue.py)
+WON: Final = "won"
+LOST: Final = "lost"
+MARKET_CLOSED: Final = "market_closed"
+MARKET_RESOLVED: Final = "market_resolved"
 
 ADDED = "(added)"  # the "from" of a token entering the desired set (it has no status before)
 
@@ -59,7 +64,11 @@ class Reasons:
         return reason in self.exact or reason.startswith(self.prefixes)
 
 
-_RESOLVED = "a `market_resolved` event names the token"
+_RESOLVED = (
+    "a `market_resolved` event names the token, or its market's state over REST says closed (each "
+    "desired token's market is polled every `SIDECAR_MARKET_POLL_S`, default 300 s, staggered, and at "
+    "once when its book goes empty or REST `/books` has no book for it)"
+)
 _REMOVED = (
     "the token left `P desired`: unsubscribe sent, final write, key expires after "
     "`SIDECAR_UNSUBSCRIBED_TTL_S` (default 300 s)"
@@ -68,15 +77,19 @@ _REMOVED = (
 # (from, to) -> when. A reason change within one status is a (status, status) row.
 TRANSITIONS: dict[tuple[str, Status], str] = {
     (ADDED, PENDING): "the token is added to `P desired` (again: a new, higher `seq`, TTL removed)",
+    (ADDED, RESOLVED): "the token is added while its market is known closed: resolved earlier in this "
+    "run (a re-add keeps it), or read back `resolved` from its hash at start-up (same reason; its "
+    "market is then polled at once to confirm)",
     (PENDING, PENDING): "re-subscribed without a first event, moved, given up on (retried every 5 min); "
-    "its socket lost or judged silent; the sidecar stopped",
+    "its socket lost or judged silent; the venue went down (`venue_down`; `subscribing` again when it "
+    "comes back); the sidecar stopped",
     (PENDING, LIVE): "its first `book` arrives",
     (PENDING, RESOLVED): _RESOLVED,
     (PENDING, UNSUBSCRIBED): _REMOVED,
     (LIVE, LIVE): "(a `book` or a delta moves the prices; the status stays)",
     (LIVE, STALE): "its socket was lost or judged silent (written within about 50 ms of the sidecar "
-    "deciding so); its socket went silent past its norm while this token was overdue; the sidecar "
-    "stopped",
+    "deciding so); its socket went silent past its norm while this token was overdue; the venue went down (`venue_down`: every socket "
+    "failing for `SIDECAR_VENUE_DOWN_AFTER_S`, `venue` = `down` in `P sidecar`); the sidecar stopped",
     (LIVE, RESYNCING): "the local top disagrees with the exchange's `best_bid`/`best_ask` (on "
     "`price_change` or `best_bid_ask`) or is crossed: first `bbo_settling` (a crossing trade arrives as "
     "several messages, the first already stating the final top; nothing is re-subscribed); a "
@@ -93,14 +106,18 @@ TRANSITIONS: dict[tuple[str, Status], str] = {
     (RESYNCING, LIVE): "`bbo_settling`: the local top agrees again (`updated_at` = that message); "
     "otherwise a fresh WS `book`, or a REST book not older than the latest event applied and not "
     "crossed (`source` `rest`; the next WS book replaces it as usual)",
-    (RESYNCING, STALE): "its socket was lost or judged silent; the sidecar stopped",
+    (RESYNCING, STALE): "its socket was lost or judged silent; the venue went down; the sidecar stopped",
     (RESYNCING, RESOLVED): _RESOLVED,
     (RESYNCING, UNSUBSCRIBED): _REMOVED,
-    (STALE, STALE): "its new socket is lost or judged silent too; the sidecar stopped",
+    (STALE, STALE): "its new socket is lost or judged silent too; the venue went down; the sidecar stopped",
     (STALE, LIVE): "a fresh `book` on the new socket (never before)",
     (STALE, RESOLVED): _RESOLVED,
     (STALE, UNSUBSCRIBED): _REMOVED,
-    (RESOLVED, RESOLVED): "another `market_resolved` names it (books still update its prices)",
+    (RESOLVED, PENDING): "it was read back `resolved` at start-up, but the first answer about its "
+    "market says open: re-subscribed, `live` on its next `book` (a resolution seen in this run is "
+    "never undone)",
+    (RESOLVED, RESOLVED): "the winner becomes known (`market_resolved`/`market_closed` to `won`/`lost`, "
+    "never back); books still update its prices",
     (RESOLVED, UNSUBSCRIBED): _REMOVED,
 }
 
@@ -112,18 +129,20 @@ _CONNECTION = (
 
 REASONS: dict[Status, Reasons] = {
     PENDING: Reasons(
-        (SUBSCRIBING, "no_first_event_moved", NO_DATA, "silence", SIDECAR_STOPPED),
+        (SUBSCRIBING, "no_first_event_moved", NO_DATA, "silence", VENUE_DOWN, SIDECAR_STOPPED),
         ("no_first_event_redrive_", "connection_"),
         "`subscribing`; `no_first_event_redrive_N` (re-subscribed N times without a first event); "
         "`no_first_event_moved` (moved to a fresh socket); `no_data` (all of that failed; retried "
-        f"every 5 min); {_CONNECTION}; `sidecar_stopped`",
+        f"every 5 min); {_CONNECTION}; `venue_down` (every socket failing: the venue is down, "
+        "redrives paused); `sidecar_stopped`",
     ),
     LIVE: Reasons(("",), (), '`""`'),
     STALE: Reasons(
-        ("silence_suspected", "silence", SIDECAR_STOPPED),
+        ("silence_suspected", "silence", VENUE_DOWN, SIDECAR_STOPPED),
         ("connection_",),
         f"{_CONNECTION}; `silence_suspected` (its socket went silent past its norm while this token was "
-        "overdue; redriven, `live` again on a fresh book if the socket is healthy); `sidecar_stopped`",
+        "overdue; redriven, `live` again on a fresh book if the socket is healthy); `venue_down` (every "
+        "socket failing: the venue is down; `live` again on a fresh book once it is back); `sidecar_stopped`",
     ),
     RESYNCING: Reasons(
         (BBO_SETTLING, "bbo_mismatch", "crossed_book", "tick_size_change", "bad_entry", "rest_mismatch"),
@@ -134,7 +153,11 @@ REASONS: dict[Status, Reasons] = {
         "`rest_mismatch`; never a pending-only `no_first_event_*`/`no_data`, also while re-subscribed",
     ),
     RESOLVED: Reasons(
-        ("won", "market_resolved"), (), "`won` (this token is the winning asset), `market_resolved`"
+        (WON, LOST, MARKET_CLOSED, MARKET_RESOLVED),
+        (),
+        "`won` (this token is the winning asset), `lost` (another token of its market won), "
+        "`market_closed` (its market's state says closed, no winner flagged yet), `market_resolved` "
+        "(a `market_resolved` event that names no winner)",
     ),
     UNSUBSCRIBED: Reasons((REMOVED,), (), "`removed_from_desired`"),
 }
@@ -161,6 +184,20 @@ def set_status(ctx: Writable, st: TokenState, status: Status, reason: str) -> No
         if STRICT:
             raise IllegalTransition(f"token {st.token}: {what}")
         ctx.stats[Stat.ILLEGAL_TRANSITIONS, f"{old}->{status}"] += 1
+        log.error("illegal status change for token %s: %s", st.token, what)
+    st.status = status
+    st.reason = reason
+    ctx.dirty.add(st.token)
+
+
+def start(ctx: Writable, st: TokenState, status: Status, reason: str) -> None:
+    """A token entering the desired set starts in ``status`` (an ``(added)`` row of the table)
+    instead of ``pending``; checked like :func:`set_status`."""
+    if (ADDED, status) not in TRANSITIONS or not REASONS[status].allows(reason):
+        what = f"{ADDED}->{status}:{reason}"
+        if STRICT:
+            raise IllegalTransition(f"token {st.token}: {what}")
+        ctx.stats[Stat.ILLEGAL_TRANSITIONS, f"{ADDED}->{status}"] += 1
         log.error("illegal status change for token %s: %s", st.token, what)
     st.status = status
     st.reason = reason

@@ -158,6 +158,7 @@ class Sim:
         self.ever_opened: set[int] = set()
         self.inbox: deque[tuple[int, bytes]] = deque()
         self.rest_requests: list[RestFetch] = []
+        self.book_extra: dict[str, Any] = {}  # fields every snapshot carries (reference data)
 
     # -- clock
     @property
@@ -299,7 +300,7 @@ class Sim:
 
     def snapshot(self, token: str) -> dict[str, Any]:
         bids, asks = self.server_books.get(token, (DEFAULT_BIDS, DEFAULT_ASKS))
-        return book_ev(token, bids, asks, ts=self.wall_ms)
+        return book_ev(token, bids, asks, ts=self.wall_ms, **self.book_extra)
 
     # -- queries
     def opens(self, since: int = 0) -> list[Open]:

@@ -43,6 +43,9 @@ def summary(
 
 def rest_sim() -> tuple[Sim, int]:
     s = Sim(engine_cfg(rest_enabled=True, quiet_confirm_s=30.0))
+    # The live books carry the reference data the REST summaries carry: a confirmation that
+    # teaches nothing new is an updated_at-only refresh.
+    s.book_extra = {"tick_size": "0.01", "min_order_size": "5", "neg_risk": False}
     s.start_live([A, B])
     s.run_for(29)
     assert s.rest_requests == []

@@ -300,7 +300,7 @@ def test_market_resolved() -> None:
     }
     writes = by_token(s.frame(conn, resolved))
     assert (writes[A].fields["status"], writes[A].fields["reason"]) == ("resolved", "won")
-    assert (writes[B].fields["status"], writes[B].fields["reason"]) == ("resolved", "market_resolved")
+    assert (writes[B].fields["status"], writes[B].fields["reason"]) == ("resolved", "lost")  # winner named
     # a later (empty) book updates the top but never un-resolves
     (w,) = s.frame(conn, book_ev(A, [], []))
     assert w.fields["status"] == "resolved"

@@ -35,8 +35,10 @@ def test_the_table_covers_every_status_and_nothing_leaves_unsubscribed() -> None
     assert set(status.REASONS) == statuses
     assert {to for _, to in status.TRANSITIONS} == statuses
     assert not [t for t in status.TRANSITIONS if t[0] == UNSUBSCRIBED]  # a re-add is a new token
-    assert not [
-        t for t in status.TRANSITIONS if t[0] == RESOLVED and t[1] != RESOLVED and t[1] != UNSUBSCRIBED
+    # A resolved token never shows a book again by itself; only a read-back resolution that its
+    # market's state contradicts starts over as pending (and needs a fresh book from there).
+    assert [t for t in status.TRANSITIONS if t[0] == RESOLVED and t[1] not in (RESOLVED, UNSUBSCRIBED)] == [
+        (RESOLVED, PENDING)
     ]
     assert (STALE, RESYNCING) not in status.TRANSITIONS  # a stale book is never "resynced": only a book helps
     assert (PENDING, STALE) not in status.TRANSITIONS  # no quote was ever shown: nothing to call stale
