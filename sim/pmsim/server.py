@@ -262,7 +262,8 @@ class Simulator(Faults):
     def resolve_market(self, market: str, winner: str | None = None, announce: bool = True) -> None:
         """Close the market in the truth: REST /markets says closed (with tokens[].winner when the
         winner is known), /book answers 404, /books leaves its tokens out, no more book frames or
-        random activity. announce=True also sends market_resolved when the winner is given (the
+        random activity (scripted events still go out: a late book must not revive a resolved
+        token). announce=True also sends market_resolved when the winner is given (the
         event names one: without a winner nothing is sent); announce=False withholds it, as the
         live exchange is reported to do."""
         self._loop.call(self._script.resolve_market, market, winner, announce)
