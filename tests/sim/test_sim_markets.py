@@ -125,6 +125,8 @@ def test_resolve_market_without_announcement_closes_the_truth_silently(
     late = connect()
     late.subscribe([a, other])
     assert [book["asset_id"] for book in late.recv_json()] == [other]  # no book for a closed market
+    sim.send_book(a)  # a scripted late book still goes out (a resolved token must ignore it)
+    assert c.recv_json()["asset_id"] == a
     # Books stop: random activity over all three tokens moves only the open one.
     sim.start_activity(300.0, tokens=[a, b, other])
     seen: set[str] = set()
