@@ -18,12 +18,14 @@ import time
 import uuid
 from typing import Any, assert_never
 
+import redis
+
 from sidecar import __version__, logs
 from sidecar.config import Settings
 from sidecar.core.engine import Close, Engine, EngineConfig, Open, RestFetch, Send
 from sidecar.core.stats import Stat
 from sidecar.core.status import LIVE, PENDING, RESYNCING, STALE
-from sidecar.shell import allocator
+from sidecar.shell import allocator, readback
 from sidecar.shell.connection import SocketRunner
 from sidecar.shell.desired import DesiredReader
 from sidecar.shell.inbox import (
@@ -122,6 +124,7 @@ class Runtime:
             s.metrics_addr,
             self.metrics_port,
         )
+        self._read_back()  # before the first desired set: resolved tokens start resolved
         self.writer.start()
         self.desired.start()
         if s.rest_enabled:
@@ -131,6 +134,17 @@ class Runtime:
         finally:
             self._shutdown(server)
         return 0
+
+    def _read_back(self) -> None:
+        """Hand the desired tokens' quote hashes, as the last run left them, to the engine."""
+        try:
+            saved = readback.read_back(make_client(self.settings), self.settings.key_prefix)
+        except redis.RedisError as exc:
+            log.warning("start-up read-back of the quote hashes skipped (Redis: %s)", exc)
+            return
+        self.engine.restore(saved, time.monotonic(), int(time.time() * 1000))
+        resolved = sum(1 for fields in saved.values() if fields.get("status") == "resolved")
+        log.info("read back %d quote hashes (%d resolved)", len(saved), resolved)
 
     def _loop(self) -> None:
         engine = self.engine
