@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     redrive_max: Annotated[int, Field(ge=0)] = 2
     quiet_confirm_s: PositiveFloat = 30.0
     market_poll_s: PositiveFloat = 300.0  # each desired token's market state polled over REST
+    venue_down_after_s: PositiveFloat = 3.0  # every socket failing this long: the venue is down
     # how long the local top may disagree with the exchange's stated best prices (or be crossed)
     # before that is an inconsistency: crossing trades arrive as several messages
     bbo_grace_s: Annotated[float, Field(gt=0, le=1.0, allow_inf_nan=False)] = 1.0

@@ -20,6 +20,7 @@ from sidecar.core.quote import TokenState
 from sidecar.core.ratelog import RateLimitedLog
 from sidecar.core.shards import OPEN, Conn, ShardMap
 from sidecar.core.stats import Stat
+from sidecar.core.venue import Venue
 
 log = logging.getLogger("sidecar.core.engine")
 
@@ -45,6 +46,7 @@ class EngineConfig:
     unsubscribed_ttl_s: int = 300
     bbo_grace_s: float = 1.0
     market_poll_s: float = 300.0
+    venue_down_after_s: float = 3.0
 
     @classmethod
     def from_settings(cls, s: Any) -> EngineConfig:
@@ -74,6 +76,7 @@ class Context:
         self.open_queue: deque[int] = deque()
         self.next_open_at = now
         self.pause_until = now
+        self.venue = Venue(now, wall_ms)  # up, degraded or down, judged from the sockets
         # market data: the frame being applied
         self.frame_deltas = False  # it carried a non-book event for one of the socket's tokens
         self.frame_own = 0  # events in it for the socket's own tokens (its data)

@@ -30,7 +30,7 @@ import random
 from collections import Counter
 from collections.abc import Iterable
 
-from sidecar.core import confirm, desired_set, lifecycle, market, report, sockets, timers, writes
+from sidecar.core import confirm, desired_set, lifecycle, market, report, sockets, timers, venue, writes
 from sidecar.core.actions import Action, Close, MarketFetch, Open, QuoteWrite, RestFetch, Send
 from sidecar.core.context import Context, EngineConfig
 from sidecar.core.quote import TokenState
@@ -85,6 +85,7 @@ class Engine:
         """Timers: pacing, pings, pong and silence checks, confirmation and stall redrives; market polls."""
         timers.tick(self.ctx, now)
         lifecycle.tick(self.ctx, now)
+        venue.check(self.ctx, now, wall_ms)  # the venue's state from how the sockets fare
 
     def shutdown(self) -> None:
         """Every quote we can no longer vouch for becomes stale before the process exits."""

@@ -12,6 +12,7 @@ from sidecar.core.context import Context
 from sidecar.core.shards import OPEN
 from sidecar.core.stats import Stat
 from sidecar.core.status import LIVE, NO_DATA, PENDING, RESOLVED, RESYNCING, STALE
+from sidecar.core.venue import VenueState
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,8 @@ class Report:
     oldest_live_age: float = 0.0  # seconds since the oldest live quote's last confirmation
     socket_ages: dict[int, float] = field(default_factory=dict)  # shard -> seconds since data
     confirm_latencies: list[float] = field(default_factory=list)  # since the last report
+    venue: VenueState = VenueState.UP  # up / degraded / down (core/venue.py)
+    venue_since_ms: int = 0  # epoch ms of its last change
 
     def stat_total(self, name: Stat) -> int:
         """One counter summed over its labels."""
@@ -76,6 +79,8 @@ def summary(ctx: Context, wall_ms: int, version: str, by_status: Counter[str]) -
         "quote_health": f"{(healthy / desired) if desired else 1.0:.4f}",
         "invalid_desired": str(ctx.invalid_desired),
         "capped_desired": str(ctx.capped_desired),
+        "venue": ctx.venue.state.value,
+        "venue_since": str(ctx.venue.since_ms),
     }
 
 
@@ -123,4 +128,6 @@ def report(ctx: Context, now: float, wall_ms: int, by_status: Counter[str]) -> R
         oldest_live_age=oldest_live_age(ctx, wall_ms),
         socket_ages=socket_ages(ctx, now),
         confirm_latencies=latencies,
+        venue=ctx.venue.state,
+        venue_since_ms=ctx.venue.since_ms,
     )

@@ -23,6 +23,7 @@ class Conn:
         "last_data_at",
         "last_ping_at",
         "last_pong_at",
+        "opened_at",
         "probe_deadline",
         "probe_token",
         "quiet_mult",
@@ -41,6 +42,7 @@ class Conn:
         self.last_data_at = 0.0
         self.last_ping_at = 0.0
         self.last_pong_at = 0.0
+        self.opened_at = 0.0
         self.data_seen = False
         self.gap_ewma: float | None = None
         self.quiet_mult = 1.0

@@ -2,7 +2,8 @@
 exactly the shard's tokens in frames of at most 100 ids.
 
 A lost socket makes its tokens ``stale`` at once and the shard reconnects with full-jitter backoff
-(a 429 pauses every socket). A socket judged useless is replaced make-before-break: the new one
+(a 429 pauses every socket; while the venue is down, one probe socket on a shared backoff,
+see venue.py). A socket judged useless is replaced make-before-break: the new one
 takes the shard at once, the old one is closed when the new one delivers (or after a grace).
 """
 
@@ -15,7 +16,7 @@ from sidecar.core.actions import Close, Open, Send
 from sidecar.core.context import Context
 from sidecar.core.shards import CONNECTING, OPEN, Conn, Shard, chunks
 from sidecar.core.stats import Stat
-from sidecar.core.status import LIVE, PENDING, RESYNCING, STALE, set_status
+from sidecar.core.status import LIVE, PENDING, RESYNCING, STALE, VENUE_DOWN, set_status
 
 log = logging.getLogger("sidecar.core.engine")
 
@@ -100,25 +101,47 @@ def redrive(ctx: Context, tokens: list[str], reason: str, now: float) -> None:
 
 
 def pump_opens(ctx: Context, now: float) -> None:
-    """Open queued shards' sockets, paced and backed off, never in a storm."""
-    if not ctx.open_queue or now < ctx.pause_until or now < ctx.next_open_at:
+    """Open queued shards' sockets, paced and backed off, never in a storm (while the venue is
+    down: one probe socket at a time, on the venue's shared backoff)."""
+    if not ctx.open_queue:
         return
+    venue = ctx.venue
+    if venue.down:
+        if (venue.probe_conn is None or venue.probe_conn not in ctx.conns) and now >= venue.next_probe_at:
+            shard = _next_queued(ctx, now, backoff=False)
+            if shard is not None:
+                venue.probe_conn = _open(ctx, shard, now)
+        return
+    if now < ctx.pause_until or now < ctx.next_open_at:
+        return
+    while (shard := _next_queued(ctx, now, backoff=True)) is not None:
+        _open(ctx, shard, now)
+        if ctx.cfg.connect_spacing_s > 0:
+            return
+
+
+def _next_queued(ctx: Context, now: float, backoff: bool) -> Shard | None:
+    """The first queued shard that needs a socket (and, with ``backoff``, whose wait is over)."""
     for _ in range(len(ctx.open_queue)):
         shard_id = ctx.open_queue.popleft()
         shard = ctx.shards.shards.get(shard_id)
         if shard is None or not shard.tokens or shard.conn_id is not None:
             continue
-        if now < shard.next_attempt_at:
+        if backoff and now < shard.next_attempt_at:
             ctx.open_queue.append(shard_id)
             continue
-        conn = Conn(ctx.next_conn_id, shard.id)
-        ctx.next_conn_id += 1
-        ctx.conns[conn.id] = conn
-        shard.conn_id = conn.id
-        ctx.actions.append(Open(conn.id, shard.id))
-        ctx.next_open_at = now + ctx.cfg.connect_spacing_s
-        if ctx.cfg.connect_spacing_s > 0:
-            return
+        return shard
+    return None
+
+
+def _open(ctx: Context, shard: Shard, now: float) -> int:
+    conn = Conn(ctx.next_conn_id, shard.id)
+    ctx.next_conn_id += 1
+    ctx.conns[conn.id] = conn
+    shard.conn_id = conn.id
+    ctx.actions.append(Open(conn.id, shard.id))
+    ctx.next_open_at = now + ctx.cfg.connect_spacing_s
+    return conn.id
 
 
 def on_open(ctx: Context, conn_id: int, now: float) -> None:
@@ -126,6 +149,7 @@ def on_open(ctx: Context, conn_id: int, now: float) -> None:
     if conn is None or conn.state != CONNECTING:
         return
     conn.state = OPEN
+    conn.opened_at = now
     conn.last_data_at = conn.last_pong_at = conn.last_ping_at = now
     ctx.stats[Stat.CONNECTS, ""] += 1
     shard = ctx.shards.shards.get(conn.shard_id)
@@ -145,12 +169,18 @@ def on_connect_failed(ctx: Context, conn_id: int, reason: str, now: float, statu
     if shard is None or shard.conn_id != conn_id:
         return
     shard.conn_id = None
-    shard.attempts += 1
-    delay = health.full_jitter(ctx.rng, shard.attempts, ctx.cfg.backoff_min_s, ctx.cfg.backoff_max_s)
-    shard.next_attempt_at = now + delay
-    if status == 429:
-        # Throttled: every socket waits, not just this one.
-        ctx.pause_until = max(ctx.pause_until, now + delay)
+    venue = ctx.venue
+    venue.shard_failed(shard.id, now)
+    if venue.down:
+        venue.refused += 1
+        delay = venue.probe_failed(ctx.rng, now, ctx.cfg.backoff_min_s, ctx.cfg.backoff_max_s)
+    else:
+        shard.attempts += 1
+        delay = health.full_jitter(ctx.rng, shard.attempts, ctx.cfg.backoff_min_s, ctx.cfg.backoff_max_s)
+        shard.next_attempt_at = now + delay
+        if status == 429:
+            # Throttled: every socket waits, not just this one.
+            ctx.pause_until = max(ctx.pause_until, now + delay)
     ctx.rlog.warning(
         f"connect_fail:{reason}",
         now,
@@ -184,11 +214,19 @@ def lose_conn(ctx: Context, conn: Conn, reason: str, now: float) -> None:
     if shard.conn_id != conn.id:
         return
     shard.conn_id = None
+    venue = ctx.venue
+    venue.shard_failed(shard.id, now)
     if conn.data_seen:
         shard.attempts = 0
     shard.attempts += 1
     delay = health.full_jitter(ctx.rng, shard.attempts, ctx.cfg.backoff_min_s, ctx.cfg.backoff_max_s)
     shard.next_attempt_at = now + delay
+    if venue.down:  # the probe opened and closed again: the venue is still down, said once
+        delay = venue.probe_failed(ctx.rng, now, ctx.cfg.backoff_min_s, ctx.cfg.backoff_max_s)
+        _stale_shard(ctx, shard, VENUE_DOWN)
+        ctx.rlog.warning(f"probe_lost:{reason}", now, "probe socket %d lost: %s", conn.id, reason)
+        sync_shard(ctx, shard.id, now)
+        return
     _stale_shard(ctx, shard, f"connection_{reason}")
     log.warning(
         "socket %d (shard %d, %d tokens) lost: %s; reconnect in %.2fs",

@@ -88,8 +88,9 @@ TRANSITIONS: dict[tuple[str, Status], str] = {
     (PENDING, UNSUBSCRIBED): _REMOVED,
     (LIVE, LIVE): "(a `book` or a delta moves the prices; the status stays)",
     (LIVE, STALE): "its socket was lost or judged silent (written within about 50 ms of the sidecar "
-    "deciding so); its socket went silent past its norm while this token was overdue; the venue went down (`venue_down`: every socket "
-    "failing for `SIDECAR_VENUE_DOWN_AFTER_S`, `venue` = `down` in `P sidecar`); the sidecar stopped",
+    "deciding so); its socket went silent past its norm while this token was overdue; the venue went "
+    "down (`venue_down`: every socket failing for `SIDECAR_VENUE_DOWN_AFTER_S`, `venue` = `down` in "
+    "`P sidecar`); the sidecar stopped",
     (LIVE, RESYNCING): "the local top disagrees with the exchange's `best_bid`/`best_ask` (on "
     "`price_change` or `best_bid_ask`) or is crossed: first `bbo_settling` (a crossing trade arrives as "
     "several messages, the first already stating the final top; nothing is re-subscribed); a "

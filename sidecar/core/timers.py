@@ -5,6 +5,7 @@ its own norm; overdue tokens stop being vouched for and are redriven as the prob
 brings nothing means a zombie, replaced). Per token, once a second: a subscription with no first
 book is redriven, then moved to a fresh socket, then retried slowly; a resync with no book is
 asked again; a stalled busy token is redriven; a quiet live token is re-confirmed over REST.
+While the venue is down (venue.py) the per-token ladders are paused.
 """
 
 from __future__ import annotations
@@ -107,8 +108,11 @@ def _stale_overdue(ctx: Context, conn: Conn, now: float) -> list[str]:
 def _check_tokens(ctx: Context, now: float) -> None:
     redrive: dict[str, list[str]] = {}
     quiet: list[str] = []
+    ladders = not ctx.venue.down  # paused while the venue is down: a token is not broken, the venue is
     for st in ctx.tokens.values():
         status = st.status
+        if not ladders and status != LIVE:
+            continue
         if status == RESYNCING:
             if st.reason == BBO_SETTLING:
                 continue  # nothing asked for yet: resync.check_unsettled escalates it

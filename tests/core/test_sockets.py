@@ -35,6 +35,10 @@ A, B, C = tok(1), tok(2), tok(3)
 
 # ---- wire rules --------------------------------------------------------------------------------
 
+# The per-socket backoff while the venue is judged up: one shard failing for long would otherwise
+# be a venue outage, with its one shared probe instead (tests/core/test_venue.py).
+NEVER = 1e9
+
 
 def test_first_frame_then_operation_frames_of_at_most_100_ids() -> None:
     s = Sim(engine_cfg(max_tokens_per_conn=300))
@@ -258,7 +262,9 @@ def test_http_429_pauses_every_socket(status: int | None) -> None:
 
 def test_connect_backoff_grows_with_full_jitter_and_is_bounded() -> None:
     rng = MaxRandom()
-    s = Sim(engine_cfg(backoff_min_s=1.0, backoff_max_s=8.0), rng=rng, auto_open=False)
+    s = Sim(
+        engine_cfg(backoff_min_s=1.0, venue_down_after_s=NEVER, backoff_max_s=8.0), rng=rng, auto_open=False
+    )
     s.desired([A])
     s.tick()
     open_times = []
@@ -276,7 +282,9 @@ def test_connect_backoff_grows_with_full_jitter_and_is_bounded() -> None:
 
 def test_backoff_starts_over_once_a_socket_has_delivered_data() -> None:
     rng = MaxRandom()
-    s = Sim(engine_cfg(backoff_min_s=1.0, backoff_max_s=64.0), rng=rng, auto_open=False)
+    s = Sim(
+        engine_cfg(backoff_min_s=1.0, venue_down_after_s=NEVER, backoff_max_s=64.0), rng=rng, auto_open=False
+    )
     s.desired([A])
     s.tick()
     for _ in range(3):
@@ -301,7 +309,11 @@ def test_backoff_starts_over_once_a_socket_has_delivered_data() -> None:
 
 
 def test_connect_backoff_with_a_seeded_rng_stays_in_its_window() -> None:
-    s = Sim(engine_cfg(backoff_min_s=0.5, backoff_max_s=4.0), rng=random.Random(3), auto_open=False)
+    s = Sim(
+        engine_cfg(backoff_min_s=0.5, venue_down_after_s=NEVER, backoff_max_s=4.0),
+        rng=random.Random(3),
+        auto_open=False,
+    )
     s.desired([A])
     s.tick()
     delays = []
