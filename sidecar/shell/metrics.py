@@ -83,6 +83,7 @@ COUNTERS: dict[Stat, tuple[str, str, str | None]] = {
     Stat.CROSSED_BOOKS: ("crossed_books", "Updates that left a book crossed.", None),
     Stat.REST: ("rest_requests", "REST book requests by result.", "result"),
     Stat.REST_CONFIRM: ("rest_confirms", "Quiet-token REST confirmations by result.", "result"),
+    Stat.MARKET_POLLS: ("market_polls", "Markets asked about over REST (market state) by result.", "result"),
 }
 
 
