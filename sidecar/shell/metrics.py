@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from sidecar.core.engine import Report
 from sidecar.core.stats import Stat
 from sidecar.core.status import LIVE, PENDING
+from sidecar.core.venue import VenueState
 
 log = logging.getLogger("sidecar.shell.metrics")
 
@@ -124,6 +125,12 @@ class EngineCollector(Collector):
         for state, count in report.sockets.items():
             sockets.add_metric([state], count)
         yield sockets
+        venue = GaugeMetricFamily(
+            f"{NS}_venue_state", "1 for the venue's state (up, degraded, down), else 0.", labels=["state"]
+        )
+        for state in VenueState:
+            venue.add_metric([state.value], 1.0 if report.venue is state else 0.0)
+        yield venue
         yield gauge("desired_tokens", "Valid tokens in the desired set (after the cap).", report.desired)
         yield gauge("live_tokens", "Tokens whose quote is live.", report.statuses.get(LIVE, 0))
         yield gauge(

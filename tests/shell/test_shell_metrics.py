@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devkit.net import http_get
 from sidecar.core.engine import Report
+from sidecar.core.venue import VenueState
 from sidecar.shell.metrics import COUNTERS, NS, Metrics, Snapshot, serve
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
@@ -136,3 +137,16 @@ def test_health_endpoints_answer_with_status_and_json(server: tuple[str, int]) -
     status, body = http_get(f"http://127.0.0.2:{port}/readyz")
     assert (status, json.loads(body)) == (503, {"ok": False, "quote_health": 0.5})
     assert http_get(f"http://127.0.0.2:{port}/nope")[0] == 404
+
+
+def test_venue_state_is_one_for_the_current_state_only() -> None:
+    report = Report(venue=VenueState.DOWN)
+    m = Metrics(lambda: Snapshot(engine_report=report, redis_errors={}, version="v", epoch="e", loop_at=0.0))
+    text = generate_latest(m.registry).decode()
+    states = {
+        s.labels["state"]: s.value
+        for f in text_string_to_metric_families(text)
+        if f.name == f"{NS}_venue_state"
+        for s in f.samples
+    }
+    assert states == {"up": 0.0, "degraded": 0.0, "down": 1.0}
