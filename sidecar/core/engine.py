@@ -19,6 +19,9 @@ seconds, ``wall_ms`` = epoch milliseconds) and drains what it decided:
    changed tokens' quote hashes, one write per token, a new ``seq`` each).            -> writes.py
 7. ``summary`` / ``report``: the summary hash and the typed report for /metrics.       -> report.py
 
+Each ``tick`` also judges the venue from the sockets' fates (up / degraded / down); while it is
+down one probe socket stands in for all of them and the per-token ladders wait.     -> venue.py
+
 Every part is a module of functions over one shared :class:`~sidecar.core.context.Context`; a
 token's status changes only in :func:`sidecar.core.status.set_status` (the transition table).
 Nothing here sleeps, reads a clock, or touches a socket, so every decision is unit-tested exactly.
