@@ -3,8 +3,8 @@
 Prometheus (Debian's package) runs on a free loopback port with a throwaway config and data dir,
 scrapes the sidecar every second and evaluates a copy of deploy/prometheus/alerts.yml in which
 every `for:` is 2 s. Then: the exchange refuses the sidecar (sockets dropped, handshakes
-rejected) -> PmSidecarQuoteHealthLow fires; the exchange back -> it resolves; the sidecar
-SIGKILLed -> PmSidecarDown fires; the sidecar restarted -> it resolves.
+rejected) -> PmSidecarQuoteHealthLow and PmSidecarVenueDown fire; the exchange back -> they
+resolve; the sidecar SIGKILLed -> PmSidecarDown fires; the sidecar restarted -> it resolves.
 """
 
 from __future__ import annotations
@@ -178,6 +178,15 @@ def test_quote_health_and_down_alerts_fire_and_resolve_in_prometheus(
     assert float(alert["value"]) == 0.0  # nothing live
     assert alert["annotations"]["runbook_url"] == "docs/operations.md#pmsidecarquotehealthlow"
     assert "PmSidecarDown" not in prom.alerts()  # the process itself is fine
+    # every socket refused for SIDECAR_VENUE_DOWN_AFTER_S (3 s): the venue is down, and says so
+    wait_for(
+        lambda: prom.alerts().get("PmSidecarVenueDown") == "firing",
+        15,
+        interval=0.2,
+        what="PmSidecarVenueDown firing",
+    )
+    venue_alert = prom.alert("PmSidecarVenueDown")
+    assert venue_alert is not None and venue_alert["labels"]["severity"] == "page"
 
     # The exchange is back: the sidecar reconnects (backoff at most 1 s), the alert resolves.
     sim.reject_handshakes(503, 0)
@@ -191,6 +200,12 @@ def test_quote_health_and_down_alerts_fire_and_resolve_in_prometheus(
         10,
         interval=0.2,
         what="PmSidecarQuoteHealthLow resolved",
+    )
+    wait_for(
+        lambda: "PmSidecarVenueDown" not in prom.alerts(),
+        10,
+        interval=0.2,
+        what="PmSidecarVenueDown resolved",
     )
 
     # The sidecar dies without a word.
