@@ -34,7 +34,10 @@ DOWN_WITHIN_S = 6.0  # SIDECAR_VENUE_DOWN_AFTER_S (3 s) plus the summary's 1 s p
 LIVE_WITHIN_S = 15.0  # the bound for every token after the venue returns
 # Before the venue is judged down each socket backs off on its own (a few attempts each in 3 s);
 # then one probe every 2.5-5 s once its backoff has grown (from 0.25-0.5 s, doubling).
-MAX_HANDSHAKES = 3 * 6 + 6 + int(OUTAGE_S / 2.5) + 1
+
+
+def max_handshakes(outage_s: float) -> int:
+    return 3 * 6 + 6 + int(outage_s / 2.5) + 1
 
 
 def venue(r: redis.Redis) -> tuple[str | None, str | None]:
@@ -50,7 +53,14 @@ def lines(proc: Any, text: str) -> list[str]:
     return [line for line in proc.log().splitlines() if text in line]
 
 
-def test_venue_down_for_a_while_then_back(redis_server: RedisServer, sim: Simulator, sidecar) -> None:
+@pytest.mark.parametrize(
+    ("status", "outage_s"),
+    [(503, OUTAGE_S), (429, min(OUTAGE_S, 20.0))],  # 429 too (a throttled cut-over), shorter: same path
+    ids=["503", "429"],
+)
+def test_venue_down_for_a_while_then_back(
+    redis_server: RedisServer, sim: Simulator, sidecar, status: int, outage_s: float
+) -> None:
     tokens, r, proc = start_live(
         redis_server, sim, sidecar, MARKETS, timeout=60, max_tokens_per_conn=PER_SOCKET
     )
@@ -61,14 +71,14 @@ def test_venue_down_for_a_while_then_back(redis_server: RedisServer, sim: Simula
 
     # ---- the venue goes down: every socket dropped, every handshake refused with 503 ----------
     down_at = time.monotonic()
-    sim.venue_down(status=503, drop=True)
+    sim.venue_down(status=status, drop=True)
     wait_for(lambda: venue(r)[0] == "down", DOWN_WITHIN_S, interval=0.05, what="venue down")
     down_seen = time.monotonic() - down_at
     since_down = int(venue(r)[1] or 0)
     wait_for(lambda: all_with(r, tokens, "stale", "venue_down"), 5, what="every token stale venue_down")
     wait_for(lambda: metric(proc, "pm_sidecar_venue_state", state="down") == 1, 3, what="metric down")
     assert metric(proc, "pm_sidecar_venue_state", state="up") == 0
-    remaining = OUTAGE_S - (time.monotonic() - down_at)
+    remaining = outage_s - (time.monotonic() - down_at)
     # the outage goes on; nothing changes its verdict meanwhile
     deadline = time.monotonic() + max(0.0, remaining)
     while time.monotonic() < deadline:
@@ -79,7 +89,7 @@ def test_venue_down_for_a_while_then_back(redis_server: RedisServer, sim: Simula
     assert len(lines(proc, "venue down:")) == 1
     assert lines(proc, "venue up after") == []
     # per-socket connect-failure lines: once a minute per kind, not one per attempt
-    assert len(lines(proc, "failed to connect")) <= 2 + int(OUTAGE_S / 60), lines(proc, "failed to connect")
+    assert len(lines(proc, "failed to connect")) <= 2 + int(outage_s / 60), lines(proc, "failed to connect")
 
     # ---- the venue is back ------------------------------------------------------------------
     up_at = time.monotonic()
@@ -99,11 +109,12 @@ def test_venue_down_for_a_while_then_back(redis_server: RedisServer, sim: Simula
     assert len(reopened) == 3, reopened
     gaps = [b - a for a, b in itertools.pairwise(reopened)]
     assert min(gaps) >= SPACING_SEEN, f"sockets opened closer than the connect spacing: {gaps}"
-    assert attempts <= MAX_HANDSHAKES, f"{attempts} handshakes in a {OUTAGE_S:.0f}s outage"
+    bound = max_handshakes(outage_s)
+    assert attempts <= bound, f"{attempts} handshakes in a {outage_s:.0f}s outage"
     assert sim.violations == []
     print(
-        f"\nvenue outage {OUTAGE_S:.0f}s, 500 tokens on 3 sockets: venue down after {down_seen:.2f}s, "
-        f"{attempts} handshake attempts during the outage (bound {MAX_HANDSHAKES}), every token live "
-        f"{back_in:.2f}s after the venue returned, reopen gaps {[round(g, 2) for g in gaps]}"
+        f"\nvenue outage {outage_s:.0f}s (HTTP {status}), 500 tokens on 3 sockets: venue down after "
+        f"{down_seen:.2f}s, {attempts} handshake attempts during the outage (bound {bound}), every "
+        f"token live {back_in:.2f}s after the venue returned, reopen gaps {[round(g, 2) for g in gaps]}"
     )
     assert proc.terminate() == 0
