@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sidecar.client.follow_state import text
@@ -96,3 +97,60 @@ def decode_hash(raw: Any) -> dict[str, str]:
     if isinstance(next(iter(raw)), str):  # a decoding connection (ours): already text
         return raw  # type: ignore[no-any-return]
     return {text(k): text(v) for k, v in raw.items()}
+
+
+class ClientBase(Keys):
+    """What the blocking and the asyncio client share: the connection they own or are given, the
+    ``from_env`` rules, ``repr`` without the password, and the one-round-trip quote read."""
+
+    def __init__(
+        self,
+        redis_url: str = DEFAULT_URL,
+        prefix: str = DEFAULT_PREFIX,
+        *,
+        redis: Any = None,
+        password: str | None = None,
+        ssl_ca_certs: str | None = None,
+    ) -> None:
+        """Use ``redis`` (never closed by us) or a new connection from ``redis_url``."""
+        self.prefix = prefix
+        self._url = redact(redis_url) if redis is None else "<given client>"
+        self._owns = redis is None
+        if redis is None:
+            redis = self._open(redis_url, connection_options(redis_url, password, ssl_ca_certs))
+        self.redis: Any = redis
+
+    def _open(self, redis_url: str, options: dict[str, Any]) -> Any:
+        """A new connection (pool) of the client's flavour, blocking or asyncio."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_env(cls, *, redis_url: str | None = None, prefix: str | None = None) -> Self:
+        """A client configured like the sidecar: ``SIDECAR_REDIS_URL``, ``SIDECAR_REDIS_PASSWORD``,
+        ``SIDECAR_KEY_PREFIX`` (and ``SIDECAR_REDIS_TLS_CA_FILE`` for ``rediss://``).
+
+        ``redis_url``/``prefix`` replace only those two (a command's ``--redis-url``/``--prefix``):
+        the password and CA file still come from the environment (a password in the URL wins).
+        """
+        env = EnvSettings.read()
+        return cls(
+            env.redis_url if redis_url is None else redis_url,
+            env.prefix if prefix is None else prefix,
+            password=env.password,
+            ssl_ca_certs=env.ssl_ca_certs,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._url!r}, prefix={self.prefix!r})"
+
+    def _queue_reads(self, pipe: Any, tokens: Sequence[str]) -> None:
+        """Queue the alive key and each token's hash on a pipeline (read by :func:`split_reads`)."""
+        pipe.get(self.alive_key)
+        for token in tokens:
+            pipe.hgetall(self.quote_key(token))
+
+
+def split_reads(replies: Sequence[Any]) -> tuple[str | None, list[dict[str, str]]]:
+    """The alive key and the hashes from the replies of :meth:`ClientBase._queue_reads`."""
+    alive = None if replies[0] is None else text(replies[0])
+    return alive, [decode_hash(h) for h in replies[1:]]

@@ -16,11 +16,9 @@ import redis
 from sidecar.client.base import (
     DEFAULT_PREFIX,
     DEFAULT_URL,
-    EnvSettings,
-    Keys,
-    connection_options,
-    decode_hash,
+    ClientBase,
     redact,
+    split_reads,
 )
 from sidecar.client.follow import Follower
 from sidecar.client.follow_state import text
@@ -29,7 +27,7 @@ from sidecar.client.quote import LIVE, Quote, check_tokens, quote_from_fields
 __all__ = ["DEFAULT_PREFIX", "DEFAULT_URL", "QuoteClient", "redact"]
 
 
-class QuoteClient(Keys):
+class QuoteClient(ClientBase):
     """Read quotes and manage the desired set (``P desired``) in the sidecar's Redis.
 
     ``redis_url`` is ``redis://``, ``rediss://`` (TLS) or ``unix://``; or pass an existing
@@ -46,46 +44,20 @@ class QuoteClient(Keys):
         password: str | None = None,
         ssl_ca_certs: str | None = None,
     ) -> None:
-        self.prefix = prefix
-        self._url = redact(redis_url) if redis is None else "<given client>"
-        self._owns = redis is None
-        if redis is None:
-            redis = _redis_from_url(redis_url, connection_options(redis_url, password, ssl_ca_certs))
-        self.redis: Any = redis
+        super().__init__(redis_url, prefix, redis=redis, password=password, ssl_ca_certs=ssl_ca_certs)
         self._followers: list[Follower] = []
         self._followers_lock = threading.Lock()  # follow()/wait_live() may run on many threads
 
-    @classmethod
-    def from_env(cls, *, redis_url: str | None = None, prefix: str | None = None) -> QuoteClient:
-        """A client configured like the sidecar: ``SIDECAR_REDIS_URL``, ``SIDECAR_REDIS_PASSWORD``,
-        ``SIDECAR_KEY_PREFIX`` (and ``SIDECAR_REDIS_TLS_CA_FILE`` for ``rediss://``).
-
-        ``redis_url``/``prefix`` replace only those two (a command's ``--redis-url``/``--prefix``):
-        the password and CA file still come from the environment (a password in the URL wins).
-        """
-        env = EnvSettings.read()
-        return cls(
-            env.redis_url if redis_url is None else redis_url,
-            env.prefix if prefix is None else prefix,
-            password=env.password,
-            ssl_ca_certs=env.ssl_ca_certs,
-        )
-
-    def __repr__(self) -> str:
-        return f"QuoteClient({self._url!r}, prefix={self.prefix!r})"
+    def _open(self, redis_url: str, options: dict[str, Any]) -> Any:
+        return _redis_from_url(redis_url, options)
 
     # ---- quotes ---------------------------------------------------------------------------------
 
     def read_raw(self, tokens: list[str]) -> tuple[str | None, list[dict[str, str]]]:
         """The alive key and each token's hash, in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.get(self.alive_key)
-        for token in tokens:
-            pipe.hgetall(self.quote_key(token))
-        replies = pipe.execute()
-        alive = None if replies[0] is None else text(replies[0])
-        hashes = [decode_hash(h) for h in replies[1:]]
-        return alive, hashes
+        self._queue_reads(pipe, tokens)
+        return split_reads(pipe.execute())
 
     def alive_epoch(self) -> str | None:
         """The running sidecar's epoch (``P sidecar:alive``), ``None`` when it is not running."""
