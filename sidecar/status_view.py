@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar.client import Quote
+from sidecar.client.quote import number
 
 EXIT_ALIVE = 0
 EXIT_NOT_ALIVE = 1
@@ -34,17 +35,11 @@ CLEAR_EOS = "\x1b[J"
 
 
 def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None
+    return number(value, int)
 
 
 def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
+    return number(value, float)
 
 
 @dataclass(frozen=True, slots=True)

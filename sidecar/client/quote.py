@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+N = TypeVar("N", int, float)
 
 LIVE = "live"
 RESOLVED = "resolved"
@@ -33,23 +36,27 @@ def check_tokens(tokens: Iterable[str] | str) -> list[str]:
     return out
 
 
-def _num(text: str | None) -> float | None:
-    """The exchange's decimal string as a float; ``None`` for an empty side or an unknown value."""
+def number(text: str | None, kind: Callable[[str], N]) -> N | None:
+    """A decimal string as ``kind`` (``int`` or ``float``); ``None`` for an empty or unknown value.
+
+    Hash fields from Redis are read with this: a missing field or a value from a newer sidecar
+    that does not parse is "not known", never an exception or a zero.
+    """
     if not text:
         return None
     try:
-        return float(text)
+        return kind(text)
     except ValueError:
         return None
+
+
+def _num(text: str | None) -> float | None:
+    """The exchange's decimal string as a float; ``None`` for an empty side or an unknown value."""
+    return number(text, float)
 
 
 def _int(text: str | None) -> int | None:
-    if not text:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        return None
+    return number(text, int)
 
 
 @dataclass(frozen=True, slots=True)
