@@ -28,24 +28,17 @@ import time
 
 import redis
 
-from sidecar.client import Quote, QuoteClient
+from sidecar.client import Quote, QuoteClient, add_redis_arguments, client_from_args
 
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--redis-url", help="default: SIDECAR_REDIS_URL (with SIDECAR_REDIS_PASSWORD)")
-    ap.add_argument("--prefix", help="default: SIDECAR_KEY_PREFIX, else pm:")
+    add_redis_arguments(ap)  # --redis-url, --prefix: default to the sidecar's own settings
     ap.add_argument("--token", required=True, help="the token this worker makes a market in")
     ap.add_argument("--max-age-s", type=float, default=60.0, help="oldest confirmation to price from")
     ap.add_argument("--missing-before-rest", type=float, default=3.0, help="seconds unusable before REST")
     ap.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: never)")
     return ap.parse_args()
-
-
-def make_client(redis_url: str | None, prefix: str | None) -> QuoteClient:
-    """Configured like the sidecar (source the installed env file); ``--redis-url``/``--prefix``
-    replace only the URL/prefix, so the password still applies."""
-    return QuoteClient.from_env(redis_url=redis_url or None, prefix=prefix or None)
 
 
 def describe(q: Quote | None) -> str:
@@ -77,7 +70,7 @@ def first_read(client: QuoteClient, token: str, end: float) -> Quote | None:
 
 def main() -> int:
     args = parse_args()
-    client = make_client(args.redis_url, args.prefix)
+    client = client_from_args(args)  # configured like the sidecar (its env file)
     end = time.monotonic() + args.duration if args.duration > 0 else float("inf")
     quote = first_read(client, args.token, end)
     print(f"start: {describe(quote)}", flush=True)

@@ -24,13 +24,12 @@ import time
 
 import redis
 
-from sidecar.client import QuoteClient
+from sidecar.client import add_redis_arguments, client_from_args
 
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--redis-url", help="default: SIDECAR_REDIS_URL (with SIDECAR_REDIS_PASSWORD)")
-    ap.add_argument("--prefix", help="default: SIDECAR_KEY_PREFIX, else pm:")
+    add_redis_arguments(ap)  # --redis-url, --prefix: default to the sidecar's own settings
     ap.add_argument("--tokens", required=True, help="comma-separated token ids to run workers for")
     ap.add_argument("--cycle-s", type=float, default=5.0, help="scheduler cycle (default 5 s)")
     ap.add_argument("--start-timeout-s", type=float, default=30.0, help="longest wait for a live quote")
@@ -38,16 +37,10 @@ def parse_args() -> argparse.Namespace:
     return ap.parse_args()
 
 
-def make_client(redis_url: str | None, prefix: str | None) -> QuoteClient:
-    """Configured like the sidecar (source the installed env file); ``--redis-url``/``--prefix``
-    replace only the URL/prefix, so the password still applies."""
-    return QuoteClient.from_env(redis_url=redis_url or None, prefix=prefix or None)
-
-
 def main() -> int:
     args = parse_args()
     wanted = [t.strip() for t in args.tokens.split(",") if t.strip()]
-    client = make_client(args.redis_url, args.prefix)
+    client = client_from_args(args)  # configured like the sidecar (its env file)
     end = time.monotonic() + args.duration if args.duration > 0 else float("inf")
     started: set[str] = set()
     with client:

@@ -16,8 +16,18 @@ docs/redis-contract.md.
 """
 
 from sidecar.client.aio import AsyncFollower, AsyncQuoteClient
+from sidecar.client.args import add_redis_arguments, client_from_args
 from sidecar.client.follow import Follower
 from sidecar.client.quote import Quote, check_tokens
 from sidecar.client.sync import QuoteClient
 
-__all__ = ["AsyncFollower", "AsyncQuoteClient", "Follower", "Quote", "QuoteClient", "check_tokens"]
+__all__ = [
+    "AsyncFollower",
+    "AsyncQuoteClient",
+    "Follower",
+    "Quote",
+    "QuoteClient",
+    "add_redis_arguments",
+    "check_tokens",
+    "client_from_args",
+]

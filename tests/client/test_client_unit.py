@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import threading
 import time
@@ -11,7 +12,7 @@ import fakeredis
 import pytest
 import redis
 
-from sidecar.client import Follower, Quote, QuoteClient
+from sidecar.client import Follower, Quote, QuoteClient, add_redis_arguments, client_from_args
 
 A = "1" * 72
 B = "2" * 75
@@ -410,3 +411,21 @@ def test_from_env_overrides_replace_only_the_url_and_prefix(monkeypatch: pytest.
     assert c.prefix == "t1:"
     assert QuoteClient.from_env(prefix="x:").prefix == "x:"
     assert QuoteClient.from_env(prefix="x:").redis.connection_pool.connection_kwargs["port"] == 6390
+
+
+def test_a_scripts_redis_options_default_to_the_env_and_replace_only_url_and_prefix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SIDECAR_REDIS_URL", "redis://10.9.8.7:6390/3")
+    monkeypatch.setenv("SIDECAR_REDIS_PASSWORD", "pw")
+    monkeypatch.setenv("SIDECAR_KEY_PREFIX", "t1:")
+    parser = argparse.ArgumentParser()
+    add_redis_arguments(parser)
+    plain = client_from_args(parser.parse_args([]))
+    kw = plain.redis.connection_pool.connection_kwargs
+    assert (kw["host"], kw["port"], kw["password"], plain.prefix) == ("10.9.8.7", 6390, "pw", "t1:")
+    given = client_from_args(parser.parse_args(["--redis-url", "redis://10.1.1.1:7000/2", "--prefix", "x:"]))
+    kw = given.redis.connection_pool.connection_kwargs
+    assert (kw["host"], kw["port"], kw["password"], given.prefix) == ("10.1.1.1", 7000, "pw", "x:")
+    empty = client_from_args(parser.parse_args(["--redis-url", "", "--prefix", ""]))  # empty: not given
+    assert (empty.redis.connection_pool.connection_kwargs["port"], empty.prefix) == (6390, "t1:")
