@@ -378,3 +378,21 @@ def by_token(writes: list[QuoteWrite]) -> dict[str, QuoteWrite]:
 def total(s: Sim, name: str) -> int:
     """A counter summed over its labels."""
     return sum(v for (n, _), v in s.engine.stats.items() if n == name)
+
+
+def live_from(w: QuoteWrite) -> tuple[str, str, tuple[str, str, str, str]]:
+    """A write's (status, source, top of book): ``== ("live", "rest", (...))`` in one assert."""
+    return w.fields["status"], w.fields["source"], top(w.fields)
+
+
+# A token that never gets a first event, as its pending reasons show it: two redrives on its socket,
+# a move to another socket, two redrives there, then no_data.
+NO_FIRST_EVENT_REASONS = [
+    "subscribing",
+    "no_first_event_redrive_1",
+    "no_first_event_redrive_2",
+    "no_first_event_moved",
+    "no_first_event_redrive_1",
+    "no_first_event_redrive_2",
+    "no_data",
+]

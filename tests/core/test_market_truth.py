@@ -26,6 +26,7 @@ from tests.core.harness import (
     engine_cfg,
     legacy_pc_ev,
     levels,
+    live_from,
     pc_entry,
     pc_ev,
     tok,
@@ -207,11 +208,7 @@ def test_a_bad_entry_is_reseeded_by_a_rest_book_not_older_than_it() -> None:
     s.tick_at(T0 + 6)  # no book within RESYNC_WAIT_S: both asked for again
     (again,) = [a for _, a in s.actions[m:] if isinstance(a, RestFetch) and a is not req]
     (w,) = s.rest(again.request_id, [rest_summary([("0.47", "9")], [("0.53", "8")], TS0 + 500)])
-    assert (w.fields["status"], w.fields["source"], top(w.fields)) == (
-        "live",
-        "rest",
-        ("0.47", "9", "0.53", "8"),
-    )
+    assert live_from(w) == ("live", "rest", ("0.47", "9", "0.53", "8"))
     assert w.fields["updated_at"] == str(TS0 + 6000)
 
 

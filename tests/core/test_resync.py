@@ -16,6 +16,7 @@ from sidecar.core import crosscheck
 from sidecar.core.engine import QuoteWrite, RestFetch
 from sidecar.core.protocol import Malformed
 from tests.core.harness import (
+    NO_FIRST_EVENT_REASONS,
     T0,
     TS0,
     Sim,
@@ -23,6 +24,7 @@ from tests.core.harness import (
     engine_cfg,
     legacy_pc_ev,
     levels,
+    live_from,
     pc_entry,
     pc_ev,
     tok,
@@ -290,11 +292,7 @@ def test_a_tick_change_not_yet_reflected_reseeds_from_rest_at_once_and_the_ws_bo
     assert s.stat("rest_reseed", "applied") == 1
     s.now = T0 + 1.3
     (w,) = s.frame(conn, book_ev(A, [("0.492", "1")], [("0.508", "2")], ts=TS0 + 1250))
-    assert (w.fields["status"], w.fields["source"], top(w.fields)) == (
-        "live",
-        "book",
-        ("0.492", "1", "0.508", "2"),
-    )
+    assert live_from(w) == ("live", "book", ("0.492", "1", "0.508", "2"))
     s.run_for(10)
     assert s.ops(m) == []  # settled: no resync redrive after RESYNC_WAIT_S
 
@@ -365,11 +363,7 @@ def test_rest_reseeds_a_resyncing_token_unless_the_stream_moved_past_it() -> Non
     s.now = T0 + 7.1
     fresh = rest_summary(A, [("0.49", "200")], [("0.53", "50")], TS0 + 7000)
     (w,) = s.rest(req.request_id, [fresh])
-    assert (w.fields["status"], w.fields["source"], top(w.fields)) == (
-        "live",
-        "rest",
-        ("0.49", "200", "0.53", "50"),
-    )
+    assert live_from(w) == ("live", "rest", ("0.49", "200", "0.53", "50"))
     assert w.fields["updated_at"] == str(TS0 + 7100)
 
 
@@ -403,15 +397,7 @@ def test_pending_tokens_still_show_their_redrive_reasons() -> None:
     s.desired([A])
     s.run_for(400)
     reasons = [w.fields["reason"] for w in s.token_writes(A)]
-    assert reasons == [
-        "subscribing",
-        "no_first_event_redrive_1",
-        "no_first_event_redrive_2",
-        "no_first_event_moved",
-        "no_first_event_redrive_1",
-        "no_first_event_redrive_2",
-        "no_data",
-    ]
+    assert reasons == NO_FIRST_EVENT_REASONS
     assert s.engine.no_data_count() == 1
 
 

@@ -260,48 +260,52 @@ def test_http_429_pauses_every_socket(status: int | None) -> None:
         assert sorted(o.shard_id for o in s.opens(m)) == [first.shard_id, 2]
 
 
-def test_connect_backoff_grows_with_full_jitter_and_is_bounded() -> None:
+def backoff_sim(backoff_max_s: float) -> tuple[Sim, MaxRandom]:
+    """One token, sockets opened by hand, the longest jitter always drawn: every wait is exact."""
     rng = MaxRandom()
-    s = Sim(
-        engine_cfg(backoff_min_s=1.0, venue_down_after_s=NEVER, backoff_max_s=8.0), rng=rng, auto_open=False
-    )
+    cfg = engine_cfg(backoff_min_s=1.0, venue_down_after_s=NEVER, backoff_max_s=backoff_max_s)
+    s = Sim(cfg, rng=rng, auto_open=False)
     s.desired([A])
     s.tick()
-    open_times = []
+    return s, rng
+
+
+def fail_and_await_reopen(s: Sim, reason: str, http_status: int | None) -> None:
+    """The newest socket's handshake fails; step the clock until the engine opens the next one."""
+    s.engine.on_connect_failed(s.opens()[-1].conn_id, reason, s.now, http_status)
+    s.pump()
+    await_next_open(s)
+
+
+def await_next_open(s: Sim) -> None:
+    opens = len(s.opens())
+    while len(s.opens()) == opens:
+        s.step(0.5)
+
+
+def test_connect_backoff_grows_with_full_jitter_and_is_bounded() -> None:
+    s, rng = backoff_sim(8.0)
+    open_times = [s.now]
     for _ in range(6):
-        (opened,) = s.opens()[len(open_times) :]
+        fail_and_await_reopen(s, "http_429", 429)
+        assert len(s.opens()) == len(open_times) + 1  # exactly one socket per failure
         open_times.append(s.now)
-        s.engine.on_connect_failed(opened.conn_id, "http_429", s.now, 429)
-        s.pump()
-        while len(s.opens()) == len(open_times):
-            s.step(0.5)
     assert rng.windows == [(0.0, 2.0), (0.0, 4.0), (0.0, 8.0), (0.0, 8.0), (0.0, 8.0), (0.0, 8.0)]
-    assert [b - a for a, b in itertools.pairwise(open_times)] == [2.0, 4.0, 8.0, 8.0, 8.0]
+    assert [b - a for a, b in itertools.pairwise(open_times)] == [2.0, 4.0, 8.0, 8.0, 8.0, 8.0]
     assert s.stat("connect_failures", "http_429") == 6
 
 
 def test_backoff_starts_over_once_a_socket_has_delivered_data() -> None:
-    rng = MaxRandom()
-    s = Sim(
-        engine_cfg(backoff_min_s=1.0, venue_down_after_s=NEVER, backoff_max_s=64.0), rng=rng, auto_open=False
-    )
-    s.desired([A])
-    s.tick()
+    s, rng = backoff_sim(64.0)
     for _ in range(3):
-        s.engine.on_connect_failed(s.opens()[-1].conn_id, "refused", s.now, None)
-        s.pump()
-        opens = len(s.opens())
-        while len(s.opens()) == opens:
-            s.step(0.5)
+        fail_and_await_reopen(s, "refused", None)
     assert rng.windows == [(0.0, 2.0), (0.0, 4.0), (0.0, 8.0)]
     conn = s.opens()[-1].conn_id
     s.connect(conn)
     s.frame(conn, book_ev(A))
     s.close_from_server(conn)
     assert rng.windows[-1] == (0.0, 2.0)  # a socket that worked: start over
-    opens = len(s.opens())
-    while len(s.opens()) == opens:
-        s.step(0.5)
+    await_next_open(s)
     conn = s.opens()[-1].conn_id
     s.connect(conn)
     s.close_from_server(conn)  # opened but never delivered: keep backing off

@@ -7,6 +7,7 @@ import random
 
 from sidecar.core.engine import Close, Open
 from tests.core.harness import (
+    NO_FIRST_EVENT_REASONS,
     T0,
     Sim,
     book_ev,
@@ -60,15 +61,7 @@ def test_token_without_a_first_event_is_redriven_then_moved_then_no_data() -> No
     assert s.stat("moves") == 1
     writes = s.token_writes(A)
     assert {w.fields["status"] for w in writes} == {"pending"}
-    assert [w.fields["reason"] for w in writes] == [
-        "subscribing",
-        "no_first_event_redrive_1",
-        "no_first_event_redrive_2",
-        "no_first_event_moved",
-        "no_first_event_redrive_1",
-        "no_first_event_redrive_2",
-        "no_data",
-    ]
+    assert [w.fields["reason"] for w in writes] == NO_FIRST_EVENT_REASONS
     assert s.status(B) == "live"
     assert s.conn_of(B) == c1
 
