@@ -17,7 +17,7 @@ import fakeredis
 import pytest
 import redis
 
-from sidecar.bridge import Bridge, write_atomic
+from sidecar.bridge import DEFAULT_POLL_S, Bridge, write_atomic
 from sidecar.bridge_core import BridgeState, CacheEntry, entry_for, entry_from_json
 from sidecar.client import QuoteClient
 from sidecar.client.quote import Quote, quote_from_fields
@@ -269,7 +269,7 @@ def test_a_leftover_file_with_infinity_neither_crashes_nor_poisons_the_write(fak
     path.write_text(json.dumps({"updated_at": "x", "tokens": tokens}))  # Infinity, as Python writes it
     assert "Infinity" in path.read_text()
     fake.down = True  # the seeded entries are all the bridge has
-    bridge = Bridge(QuoteClient(redis=fake), path, heartbeat_s=30.0)
+    bridge = make_bridge(fake, path)
     bridge.prepare()
     bridge.cycle()
     tokens = read(path)["tokens"]
@@ -316,13 +316,27 @@ def put(r: redis.Redis, token: str, **over: str) -> None:
     r.hset(f"pm:quote:{token}", mapping=fields(**over))
 
 
+def sidecar_wrote(r: redis.Redis, *tokens: str, **over: str) -> None:
+    """A running sidecar (alive key ``EPOCH``) quoting ``tokens``, all desired."""
+    r.set("pm:sidecar:alive", EPOCH)
+    r.sadd("pm:desired", *tokens)
+    for token in tokens:
+        put(r, token, **over)
+
+
+def make_bridge(
+    r: redis.Redis, path: Path, heartbeat_s: float = 30.0, poll_s: float = DEFAULT_POLL_S
+) -> Bridge:
+    return Bridge(QuoteClient(redis=r), path, heartbeat_s=heartbeat_s, poll_s=poll_s)
+
+
 def test_cycle_writes_the_file_from_redis_and_follows_the_desired_set(fake, tmp_path: Path) -> None:
     path = tmp_path / "ws_cache.json"
     fake.set("pm:sidecar:alive", EPOCH)
     fake.sadd("pm:desired", A, B, "not-a-token")
     put(fake, A)
     put(fake, B, status="pending", updated_at="")
-    bridge = Bridge(QuoteClient(redis=fake), path, heartbeat_s=30.0)
+    bridge = make_bridge(fake, path)
     bridge.cycle()
     assert set(read(path)["tokens"]) == {A}
     assert read(path)["tokens"][A]["best_bid"] == 0.511
@@ -339,10 +353,8 @@ def test_cycle_writes_the_file_from_redis_and_follows_the_desired_set(fake, tmp_
 
 def test_a_desired_key_of_the_wrong_type_keeps_the_last_set(fake, tmp_path: Path) -> None:
     path = tmp_path / "ws_cache.json"
-    fake.set("pm:sidecar:alive", EPOCH)
-    fake.sadd("pm:desired", A)
-    put(fake, A)
-    bridge = Bridge(QuoteClient(redis=fake), path, heartbeat_s=30.0)
+    sidecar_wrote(fake, A)
+    bridge = make_bridge(fake, path)
     bridge.cycle()
     fake.delete("pm:desired")
     fake.set("pm:desired", "oops")
@@ -354,7 +366,7 @@ def test_a_desired_key_of_the_wrong_type_keeps_the_last_set(fake, tmp_path: Path
 
 def test_heartbeat_rewrites_an_unchanged_file(fake, tmp_path: Path) -> None:
     path = tmp_path / "ws_cache.json"
-    bridge = Bridge(QuoteClient(redis=fake), path, heartbeat_s=0.05)
+    bridge = make_bridge(fake, path, 0.05)
     bridge.cycle()
     first = read(path)["updated_at"]
     bridge._last_write -= 0.05
@@ -366,10 +378,8 @@ def test_heartbeat_rewrites_an_unchanged_file(fake, tmp_path: Path) -> None:
 def test_redis_down_zeroes_the_prices_and_recovers(fake, tmp_path: Path, caplog) -> None:
     caplog.set_level(logging.INFO, logger="sidecar.bridge")
     path = tmp_path / "ws_cache.json"
-    fake.set("pm:sidecar:alive", EPOCH)
-    fake.sadd("pm:desired", A)
-    put(fake, A)
-    bridge = Bridge(QuoteClient(redis=fake), path, heartbeat_s=30.0)
+    sidecar_wrote(fake, A)
+    bridge = make_bridge(fake, path)
     bridge.cycle()
     fake.down = True
     bridge.cycle()
@@ -385,10 +395,8 @@ def test_redis_down_zeroes_the_prices_and_recovers(fake, tmp_path: Path, caplog)
 
 def test_a_stopped_bridge_leaves_zero_prices(fake, tmp_path: Path) -> None:
     path = tmp_path / "ws_cache.json"
-    fake.set("pm:sidecar:alive", EPOCH)
-    fake.sadd("pm:desired", A)
-    put(fake, A)
-    bridge = Bridge(QuoteClient(redis=fake), path, heartbeat_s=30.0, poll_s=0.01)
+    sidecar_wrote(fake, A)
+    bridge = make_bridge(fake, path, 30.0, poll_s=0.01)
     bridge.stop.set()
     bridge.cycle()
     assert read(path)["tokens"][A]["best_bid"] == 0.511
@@ -401,10 +409,8 @@ def test_a_restarted_bridge_keeps_the_previous_entries(fake, tmp_path: Path) -> 
     path = tmp_path / "ws_cache.json"
     path.write_text(json.dumps({"updated_at": "x", "tokens": {A: {}, B: {}}}))
     (tmp_path / ".ws_cache.json.999.tmp").write_text("half")
-    fake.set("pm:sidecar:alive", EPOCH)
-    fake.sadd("pm:desired", A)
-    put(fake, A, status="stale")
-    bridge = Bridge(QuoteClient(redis=fake), path, heartbeat_s=30.0)
+    sidecar_wrote(fake, A, status="stale")
+    bridge = make_bridge(fake, path)
     bridge.prepare()
     bridge.cycle()
     assert set(read(path)["tokens"]) == {A}
@@ -413,14 +419,11 @@ def test_a_restarted_bridge_keeps_the_previous_entries(fake, tmp_path: Path) -> 
 
 def test_a_bridge_restarted_while_redis_is_down_keeps_every_entry_zeroed(fake, tmp_path: Path) -> None:
     path = tmp_path / "ws_cache.json"
-    fake.set("pm:sidecar:alive", EPOCH)
-    fake.sadd("pm:desired", A, B)
-    put(fake, A)
-    put(fake, B)
-    first = Bridge(QuoteClient(redis=fake), path, heartbeat_s=30.0)
+    sidecar_wrote(fake, A, B)
+    first = make_bridge(fake, path)
     first.cycle()
     fake.down = True
-    second = Bridge(QuoteClient(redis=fake), path, heartbeat_s=30.0)
+    second = make_bridge(fake, path)
     second.prepare()
     second.cycle()
     tokens = read(path)["tokens"]
@@ -474,10 +477,8 @@ def test_the_bridge_imports_neither_pydantic_nor_the_engine() -> None:
 
 def test_an_emptied_set_drops_the_entries_at_once_unless_redis_just_came_back(fake, tmp_path: Path) -> None:
     path = tmp_path / "ws_cache.json"
-    fake.set("pm:sidecar:alive", EPOCH)
-    fake.sadd("pm:desired", A)
-    put(fake, A)
-    bridge = Bridge(QuoteClient(redis=fake), path, heartbeat_s=30.0)
+    sidecar_wrote(fake, A)
+    bridge = make_bridge(fake, path)
     assert bridge.state.hold_empty_until is not None  # the start opens the grace
     bridge.state.hold_empty_until = None  # ... which is over
     bridge.cycle()
