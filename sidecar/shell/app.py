@@ -22,7 +22,7 @@ import redis
 
 from sidecar import __version__, logs
 from sidecar.config import Settings
-from sidecar.core.engine import Close, Engine, EngineConfig, Open, RestFetch, Send
+from sidecar.core.engine import Close, Engine, EngineConfig, MarketFetch, Open, RestFetch, Send
 from sidecar.core.stats import Stat
 from sidecar.core.status import LIVE, PENDING, RESYNCING, STALE
 from sidecar.shell import allocator, readback
@@ -33,6 +33,7 @@ from sidecar.shell.inbox import (
     DesiredChanged,
     FrameReceived,
     InboxMessage,
+    MarketAnswer,
     RestAnswer,
     SocketClosed,
     SocketOpened,
@@ -218,6 +219,8 @@ class Runtime:
                 engine.set_desired(members, time.monotonic(), wall_ms)
             case RestAnswer(request_id, books):
                 engine.on_rest_books(request_id, books, time.monotonic(), wall_ms)
+            case MarketAnswer(request_id, markets):
+                engine.on_market_states(request_id, markets, time.monotonic(), wall_ms)
             case Wake():
                 pass
             case FrameReceived():  # taken above; listed so that the match is exhaustive
@@ -241,6 +244,8 @@ class Runtime:
                     runner.close()
             elif isinstance(action, RestFetch) and self.settings.rest_enabled:
                 self.rest.fetch(action.request_id, action.tokens)
+            elif isinstance(action, MarketFetch) and self.settings.rest_enabled:
+                self.rest.fetch_markets(action.request_id, action.markets)
 
     def _publish_summary(self, now: float, wall_ms: int) -> None:
         engine = self.engine

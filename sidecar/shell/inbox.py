@@ -60,11 +60,27 @@ class RestAnswer:
 
 
 @dataclass(slots=True)
+class MarketAnswer:
+    """The answer to one ``MarketFetch``: condition id -> the market's JSON object (None for a
+    market the exchange answered 404), or None as a whole when the request failed."""
+
+    request_id: int
+    markets: dict[str, Any | None] | None
+
+
+@dataclass(slots=True)
 class Wake:
     """Nothing to apply: makes the loop look at its stop flag now rather than at the next tick."""
 
 
 InboxMessage = (
-    FrameReceived | SocketOpened | SocketClosed | ConnectFailed | DesiredChanged | RestAnswer | Wake
+    FrameReceived
+    | SocketOpened
+    | SocketClosed
+    | ConnectFailed
+    | DesiredChanged
+    | RestAnswer
+    | MarketAnswer
+    | Wake
 )
 Post = Callable[[InboxMessage], None]

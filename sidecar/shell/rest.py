@@ -1,39 +1,51 @@
-"""REST order-book fetches for quiet-token confirmation, under one process-wide rate budget.
+"""The REST worker: book fetches for quiet-token confirmation and market-state polls, one thread,
+one HTTP client (``sidecar.shell.http``), one process-wide rate budget (SIDECAR_REST_MAX_RPS).
 
 Published limits are far above what we use (``/books`` 500 requests / 10 s); we stay at a few
-requests a second and back off on 429/5xx. Failures are reported, never retried in a loop.
+requests a second and obey the server's ``Retry-After``. Failures are reported, never retried in a
+loop: the engine asks again on its own schedule. Book confirmations go before market polls (a quiet
+token waits on its confirmation; a market poll can wait), also between the GETs of one poll.
 """
 
 from __future__ import annotations
 
-import http.client
 import logging
-import queue
 import threading
-import time
-import urllib.error
-import urllib.request
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from sidecar.shell.inbox import Post, RestAnswer
+from sidecar.shell.http import Budget, HttpClient, RequestFailed
+from sidecar.shell.inbox import MarketAnswer, Post, RestAnswer
 
 log = logging.getLogger("sidecar.shell.rest")
 
-TIMEOUT_S = 5.0
-THROTTLED_PAUSE_S = 10.0  # after a 429 or 5xx: let the server's budget refill
+
+@dataclass(slots=True)
+class _Books:
+    request_id: int
+    tokens: list[str]
+
+
+@dataclass(slots=True)
+class _Markets:
+    """A market poll under way: ``done`` holds the answers so far (one GET per condition id)."""
+
+    request_id: int
+    markets: list[str]
+    done: dict[str, Any | None]
 
 
 class RestClient:
     def __init__(self, base_url: str, max_rps: float, post: Post) -> None:
-        if not max_rps > 0:
-            raise ValueError(f"max_rps must be positive, got {max_rps!r}")
-        self._url = base_url.rstrip("/") + "/books"
-        self._interval = 1.0 / max_rps
+        self._http = HttpClient(base_url, Budget(max_rps))
         self._post = post
-        self._queue: queue.SimpleQueue[tuple[int, list[str]] | None] = queue.SimpleQueue()
-        self._next_at = 0.0
+        self._books: deque[_Books] = deque()
+        self._markets: deque[_Markets] = deque()
+        self._cv = threading.Condition()
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="rest", daemon=True)
         self.errors = 0
 
@@ -41,45 +53,89 @@ class RestClient:
         self._thread.start()
 
     def stop(self) -> None:
-        self._queue.put(None)
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
 
     def fetch(self, request_id: int, tokens: list[str]) -> None:
-        self._queue.put((request_id, tokens))
+        """``POST /books`` for these tokens; answered with a ``RestAnswer``."""
+        with self._cv:
+            self._books.append(_Books(request_id, tokens))
+            self._cv.notify()
+
+    def fetch_markets(self, request_id: int, markets: list[str]) -> None:
+        """``GET /markets/{condition_id}`` for each; answered with one ``MarketAnswer``."""
+        with self._cv:
+            self._markets.append(_Markets(request_id, list(markets), {}))
+            self._cv.notify()
+
+    def _next(self) -> _Books | _Markets | None:
+        with self._cv:
+            while not (self._stopping or self._books or self._markets):
+                self._cv.wait()
+            if self._stopping:
+                return None
+            return self._books.popleft() if self._books else self._markets[0]
 
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            request_id, tokens = item
-            wait = self._next_at - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            self._next_at = time.monotonic() + self._interval
-            self._post(RestAnswer(request_id, self._books(tokens)))
-
-    def _books(self, tokens: list[str]) -> list[Any] | None:
-        body = orjson.dumps([{"token_id": t} for t in tokens])
-        req = urllib.request.Request(
-            self._url, data=body, method="POST", headers={"Content-Type": "application/json"}
-        )
         try:
-            with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
-                data = orjson.loads(resp.read())
-            if isinstance(data, list):
-                return data
-            self._failed(f"answer is a {type(data).__name__}, not a list")
-        except urllib.error.HTTPError as exc:
-            self._failed(f"HTTP {exc.code}")
-            if exc.code == 429 or exc.code >= 500:
-                self._next_at = time.monotonic() + THROTTLED_PAUSE_S
-        except (OSError, ValueError, http.client.HTTPException) as exc:
-            # HTTPException covers a cut or garbled answer (IncompleteRead, BadStatusLine): it
-            # must cost one request, never the REST thread (quiet tokens would stop confirming).
-            self._failed(f"{type(exc).__name__}: {exc}")
-        return None
+            while (job := self._next()) is not None:
+                if isinstance(job, _Books):
+                    self._post(RestAnswer(job.request_id, self._fetch_books(job.tokens)))
+                else:
+                    self._step_markets(job)
+        finally:
+            self._http.close()
 
-    def _failed(self, what: str) -> None:
+    def _step_markets(self, job: _Markets) -> None:
+        """One GET of the poll at the head of the queue; the answer is posted after the last one
+        (or at the first failure: then the whole answer is None)."""
+        market = job.markets[len(job.done)]
+        try:
+            job.done[market] = self._fetch_market(market)
+            finished = len(job.done) == len(job.markets)
+            answer: dict[str, Any | None] | None = job.done
+        except RequestFailed as exc:
+            self._failed(f"GET /markets/{market}", str(exc))
+            finished, answer = True, None
+        if finished:
+            with self._cv:
+                self._markets.popleft()
+            self._post(MarketAnswer(job.request_id, answer))
+
+    def _fetch_market(self, market: str) -> Any | None:
+        """The market's JSON object, None when the exchange does not know it (404)."""
+        answer = self._http.request("GET", f"/markets/{market}")
+        if answer.status == 404:
+            return None
+        if answer.status != 200:
+            raise RequestFailed(f"HTTP {answer.status}")
+        try:
+            data = orjson.loads(answer.body)
+        except orjson.JSONDecodeError as exc:
+            raise RequestFailed(f"JSONDecodeError: {exc}") from None
+        if not isinstance(data, dict):
+            raise RequestFailed(f"answer is a {type(data).__name__}, not an object")
+        return data
+
+    def _fetch_books(self, tokens: list[str]) -> list[Any] | None:
+        body = orjson.dumps([{"token_id": t} for t in tokens])
+        try:
+            answer = self._http.request("POST", "/books", body)
+            if answer.status != 200:
+                raise RequestFailed(f"HTTP {answer.status}")
+            try:
+                data = orjson.loads(answer.body)
+            except orjson.JSONDecodeError as exc:
+                raise RequestFailed(f"JSONDecodeError: {exc}") from None
+            if not isinstance(data, list):
+                raise RequestFailed(f"answer is a {type(data).__name__}, not a list")
+            return data
+        except RequestFailed as exc:
+            self._failed("POST /books", str(exc))
+            return None
+
+    def _failed(self, request: str, what: str) -> None:
         self.errors += 1
         if self.errors == 1 or self.errors % 20 == 0:
-            log.warning("REST /books failed (%d so far): %s", self.errors, what)
+            log.warning("REST %s failed (%d so far): %s", request, self.errors, what)

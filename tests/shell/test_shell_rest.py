@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from devkit.net import free_port
-from sidecar.shell import rest
+from sidecar.shell import http
 from sidecar.shell.inbox import InboxMessage, RestAnswer
 from sidecar.shell.rest import RestClient
 
@@ -146,7 +146,7 @@ def test_requests_never_exceed_the_budget(stub: Stub) -> None:
 def test_throttling_answer_pauses_the_next_request(
     stub: Stub, monkeypatch: pytest.MonkeyPatch, status: int
 ) -> None:
-    monkeypatch.setattr(rest, "THROTTLED_PAUSE_S", 1.0)
+    monkeypatch.setattr(http, "THROTTLED_PAUSE_S", 1.0)
     posted = Posted()
     c = RestClient(stub.url, 100.0, posted.post)
     c.start()
