@@ -34,14 +34,6 @@ CLEAR_EOS = "\x1b[J"
 # ---- typed data --------------------------------------------------------------------------------
 
 
-def _int(value: str | None) -> int | None:
-    return number(value, int)
-
-
-def _float(value: str | None) -> float | None:
-    return number(value, float)
-
-
 @dataclass(frozen=True, slots=True)
 class Summary:
     """The ``P sidecar`` hash, parsed (``None`` for a field that is missing or not a number)."""
@@ -71,19 +63,19 @@ class Summary:
         return cls(
             epoch=get("epoch") or "",
             version=get("version") or "",
-            started_at_ms=_int(get("started_at")),
-            heartbeat_at_ms=_int(get("heartbeat_at")),
-            desired=_int(get("desired")),
-            live=_int(get("live")),
-            pending=_int(get("pending")),
-            stale=_int(get("stale")),
-            resyncing=_int(get("resyncing")),
-            resolved=_int(get("resolved")),
-            connections=_int(get("connections")),
-            connections_up=_int(get("connections_up")),
-            quote_health=_float(get("quote_health")),
-            invalid_desired=_int(get("invalid_desired")),
-            capped_desired=_int(get("capped_desired")),
+            started_at_ms=number(get("started_at"), int),
+            heartbeat_at_ms=number(get("heartbeat_at"), int),
+            desired=number(get("desired"), int),
+            live=number(get("live"), int),
+            pending=number(get("pending"), int),
+            stale=number(get("stale"), int),
+            resyncing=number(get("resyncing"), int),
+            resolved=number(get("resolved"), int),
+            connections=number(get("connections"), int),
+            connections_up=number(get("connections_up"), int),
+            quote_health=number(get("quote_health"), float),
+            invalid_desired=number(get("invalid_desired"), int),
+            capped_desired=number(get("capped_desired"), int),
         )
 
 

@@ -23,7 +23,7 @@ from sidecar.client.base import (
     ClientBase,
     split_reads,
 )
-from sidecar.client.follow_state import WAIT_SLICE_S, FollowState, text
+from sidecar.client.follow_state import FollowState, Step, text
 from sidecar.client.quote import LIVE, Quote, check_tokens, quote_from_fields
 
 log = logging.getLogger("sidecar.client")
@@ -178,24 +178,20 @@ class AsyncFollower:
         while not self._closed.is_set():
             if state.queue:
                 return state.queue.popleft()
-            now = time.monotonic()
+            nxt = state.next_step(time.monotonic(), deadline, self._pubsub is not None)
             try:
-                if self._pubsub is None:
-                    if now < state.retry_at:
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._closed.wait(), min(state.retry_at, deadline) - now)
-                    else:
-                        await self._subscribe()
-                        continue
-                elif state.reconcile_due(now):
+                if nxt.step is Step.SUBSCRIBE:
+                    await self._subscribe()
+                    continue
+                if nxt.step is Step.RECONCILE:
                     await self._reconcile(force=False)
                     continue
-                else:
-                    wait = min(WAIT_SLICE_S, state.next_reconcile - now, max(0.0, deadline - now))
-                    message = await self._pubsub.get_message(timeout=wait)
-                    if message is not None:
-                        await self._on_message(message)
-                        continue
+                if nxt.step is Step.WAIT:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._closed.wait(), nxt.wait_s)
+                elif (message := await self._pubsub.get_message(timeout=nxt.wait_s)) is not None:
+                    await self._on_message(message)
+                    continue
             except redis.RedisError as exc:
                 await self._drop_pubsub()
                 if state.failed(time.monotonic()):

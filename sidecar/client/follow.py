@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from sidecar.client.follow_state import WAIT_SLICE_S, FollowState, text
+from sidecar.client.follow_state import FollowState, Step, text
 from sidecar.client.quote import Quote
 
 if TYPE_CHECKING:
@@ -84,23 +84,19 @@ class Follower:
         while not self._closed.is_set():
             if state.queue:
                 return state.queue.popleft()
-            now = time.monotonic()
+            nxt = state.next_step(time.monotonic(), deadline, self._pubsub is not None)
             try:
-                if self._pubsub is None:
-                    if now < state.retry_at:
-                        self._closed.wait(min(state.retry_at, deadline) - now)
-                    else:
-                        self._subscribe()
-                        continue
-                elif state.reconcile_due(now):
+                if nxt.step is Step.SUBSCRIBE:
+                    self._subscribe()
+                    continue
+                if nxt.step is Step.RECONCILE:
                     self._reconcile(force=False)
                     continue
-                else:
-                    wait = min(WAIT_SLICE_S, state.next_reconcile - now, max(0.0, deadline - now))
-                    message = self._pubsub.get_message(timeout=wait)
-                    if message is not None:
-                        self._on_message(message)
-                        continue
+                if nxt.step is Step.WAIT:
+                    self._closed.wait(nxt.wait_s)
+                elif (message := self._listen(nxt.wait_s)) is not None:
+                    self._on_message(message)
+                    continue
             except redis.RedisError as exc:
                 self._drop_pubsub()
                 if state.failed(time.monotonic()):
@@ -110,6 +106,11 @@ class Follower:
                 return None
         self._drop_pubsub()
         return None
+
+    def _listen(self, timeout_s: float) -> dict[str, object] | None:
+        assert self._pubsub is not None  # Step.LISTEN comes only while subscribed
+        message: dict[str, object] | None = self._pubsub.get_message(timeout=timeout_s)
+        return message
 
     def _subscribe(self) -> None:
         """(Re)subscribe, then read the hashes: nothing changed in between can be missed."""

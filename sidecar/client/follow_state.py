@@ -18,6 +18,7 @@ import json
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from enum import Enum
 from typing import Any
 
 from sidecar.client.quote import Quote, quote_from_fields
@@ -38,6 +39,21 @@ class Push:
 
     token: str
     fields: dict[str, str]
+
+
+class Step(Enum):
+    """What a follower does next (see :meth:`FollowState.next_step`)."""
+
+    WAIT = "wait"  # Redis is judged down: wait for the retry time (or the caller's deadline)
+    SUBSCRIBE = "subscribe"  # no subscription: make one, then re-read every hash
+    RECONCILE = "reconcile"  # the periodic re-read is due
+    LISTEN = "listen"  # read pub/sub for at most ``wait_s``
+
+
+@dataclass(frozen=True, slots=True)
+class Next:
+    step: Step
+    wait_s: float = 0.0  # for WAIT and LISTEN: the longest block
 
 
 class FollowState:
@@ -73,6 +89,16 @@ class FollowState:
 
     def reconcile_due(self, now: float) -> bool:
         return now >= self.next_reconcile
+
+    def next_step(self, now: float, deadline: float, subscribed: bool) -> Next:
+        """The follower's next I/O, for both followers: they only carry it out."""
+        if not subscribed:
+            if now < self.retry_at:
+                return Next(Step.WAIT, min(self.retry_at, deadline) - now)
+            return Next(Step.SUBSCRIBE)
+        if self.reconcile_due(now):
+            return Next(Step.RECONCILE)
+        return Next(Step.LISTEN, min(WAIT_SLICE_S, self.next_reconcile - now, max(0.0, deadline - now)))
 
     def read(
         self, alive: str | None, hashes: Sequence[Mapping[str, str]], now: float, now_s: float, force: bool

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from sidecar.client import Follower, Quote, QuoteClient, add_redis_arguments, client_from_args
+from sidecar.client.follow_state import WAIT_SLICE_S, FollowState, Next, Step
 
 A = "1" * 72
 B = "2" * 75
@@ -429,3 +430,20 @@ def test_a_scripts_redis_options_default_to_the_env_and_replace_only_url_and_pre
     assert (kw["host"], kw["port"], kw["password"], given.prefix) == ("10.1.1.1", 7000, "pw", "x:")
     empty = client_from_args(parser.parse_args(["--redis-url", "", "--prefix", ""]))  # empty: not given
     assert (empty.redis.connection_pool.connection_kwargs["port"], empty.prefix) == (6390, "t1:")
+
+
+def test_both_followers_take_their_next_step_from_the_state() -> None:
+    state = FollowState(["1"], {"pm:quote:1": "1"}, reconcile_s=1.0)
+    assert state.next_step(10.0, 20.0, subscribed=False) == Next(Step.SUBSCRIBE)
+    assert state.next_step(10.0, 20.0, subscribed=True) == Next(Step.RECONCILE)  # never read yet
+    state.read(None, [{}], 10.0, 1_800_000_000.0, force=True)
+    assert state.next_step(10.0, 20.0, subscribed=True) == Next(Step.LISTEN, WAIT_SLICE_S)
+    assert state.next_step(10.0, 10.01, subscribed=True) == Next(Step.LISTEN, pytest.approx(0.01))
+    assert state.next_step(10.98, 20.0, subscribed=True) == Next(Step.LISTEN, pytest.approx(0.02))
+    assert state.next_step(11.0, 20.0, subscribed=True) == Next(Step.RECONCILE)
+    assert not state.failed(11.0)  # a killed connection: subscribe again at once
+    assert state.next_step(11.0, 20.0, subscribed=False) == Next(Step.SUBSCRIBE)
+    assert state.failed(11.0)  # twice: down, retry after a pause
+    assert state.next_step(11.0, 20.0, subscribed=False) == Next(Step.WAIT, pytest.approx(0.1))
+    assert state.next_step(11.0, 11.05, subscribed=False) == Next(Step.WAIT, pytest.approx(0.05))
+    assert state.next_step(11.1, 20.0, subscribed=False) == Next(Step.SUBSCRIBE)
