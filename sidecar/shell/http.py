@@ -125,7 +125,7 @@ class HttpClient:
             raise RequestFailed(f"{type(exc).__name__}: {self._redact(str(exc))}") from None
         status = resp.status
         if status in THROTTLING:
-            wait = retry_after_s(resp.headers.get("Retry-After"), time.time())
+            wait = retry_after_s(resp.headers.get("Retry-After"), time.time(), RETRY_AFTER_CAP_S)
             self.budget.hold(THROTTLED_PAUSE_S if wait is None else wait)
         elif status >= 500:
             self.budget.hold(THROTTLED_PAUSE_S)
