@@ -18,6 +18,7 @@ from devkit.procs import SidecarProcess
 from devkit.redis_server import RedisServer
 from devkit.wait import wait_for
 from sidecar.client import Quote, QuoteClient
+from tests.integration.common import new_tokens
 
 pytestmark = pytest.mark.integration
 
@@ -52,11 +53,37 @@ class Collector:
         self._thread.join(3)
         assert not self._thread.is_alive(), "follower did not end on close()"
 
+    def __enter__(self) -> Collector:
+        return self
 
-def new_tokens(sim: Simulator, markets: int) -> list[str]:
-    ids = [sim.add_market() for _ in range(markets)]
-    by_market = sim.markets()
-    return [t for m in ids for t in by_market[m]]
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def all_alive(self, tokens: list[str], alive: bool) -> bool:
+        """Every token's last yield exists and says the sidecar is (or is not) alive."""
+        return all((q := self.last(t)) is not None and q.alive is alive for t in tokens)
+
+    def ends_on_the_hashes(self, r: redis.Redis, tokens: list[str], timeout: float, what: str) -> None:
+        """The last yield per token equals its hash, nothing failed and no seq went back."""
+
+        def same() -> bool:
+            return all(same_as_hash(self.last(t), hash_state(r, t)) for t in tokens)
+
+        wait_for(same, timeout, what=what)
+        assert self.errors == []
+        assert seqs_never_decrease(self.quotes) == []
+
+
+def live_through_client(
+    sim: Simulator, sidecar: Callable[..., SidecarProcess], client: QuoteClient, markets: int, **settings: Any
+) -> tuple[list[str], SidecarProcess]:
+    """New markets' tokens wanted through the client, a sidecar started, every quote live at the
+    truth as the client reads it (common.start_live does the same with plain Redis calls)."""
+    tokens = new_tokens(sim, markets)
+    client.set_wanted(tokens)
+    proc = sidecar(**settings)
+    wait_for(lambda: all(matches(q, sim) for q in client.get_many(tokens).values()), 15, what="live")
+    return tokens, proc
 
 
 def matches(q: Quote | None, sim: Simulator) -> bool:
@@ -137,13 +164,9 @@ def test_scheduler_and_worker_round_trip(
 def test_follower_killed_connection_ends_with_the_hash_state(
     redis_server: RedisServer, sim: Simulator, sidecar: Callable[..., SidecarProcess], client: QuoteClient
 ) -> None:
-    tokens = new_tokens(sim, 4)
-    client.set_wanted(tokens)
-    sidecar()
-    wait_for(lambda: all(matches(q, sim) for q in client.get_many(tokens).values()), 15, what="live")
-    col = Collector(client, tokens, reconcile_s=1.0)
+    tokens, _ = live_through_client(sim, sidecar, client, 4)
     r = redis_server.client()
-    try:
+    with Collector(client, tokens, reconcile_s=1.0) as col:
         wait_for(lambda: all(col.last(t) is not None for t in tokens), 5, what="initial yields")
         sim.start_activity(300, tokens)
         kills = 0
@@ -154,35 +177,23 @@ def test_follower_killed_connection_ends_with_the_hash_state(
         assert kills >= 5
         sim.stop_activity()
         wait_for(lambda: all(matches(client.get(t), sim) for t in tokens), 10, what="sidecar converged")
-        wait_for(
-            lambda: all(same_as_hash(col.last(t), hash_state(r, t)) for t in tokens),
-            2.5,
-            what="follower's last yield equals the hash for every token",
-        )
-        assert col.errors == []
-        assert seqs_never_decrease(col.quotes) == []
-    finally:
-        col.close()
+        col.ends_on_the_hashes(r, tokens, 2.5, "follower's last yield equals the hash for every token")
 
 
 def test_sigkilled_sidecar_is_unusable_within_the_alive_ttl(
     redis_server: RedisServer, sim: Simulator, sidecar: Callable[..., SidecarProcess], client: QuoteClient
 ) -> None:
     ttl = 2
-    tokens = new_tokens(sim, 2)
-    client.set_wanted(tokens)
-    proc = sidecar(alive_ttl_s=ttl)
-    wait_for(lambda: all(matches(q, sim) for q in client.get_many(tokens).values()), 15, what="live")
-    col = Collector(client, tokens, reconcile_s=0.5)
-    try:
-        wait_for(lambda: all((q := col.last(t)) is not None and q.alive for t in tokens), 5, what="alive")
+    tokens, proc = live_through_client(sim, sidecar, client, 2, alive_ttl_s=ttl)
+    with Collector(client, tokens, reconcile_s=0.5) as col:
+        wait_for(lambda: col.all_alive(tokens, True), 5, what="alive")
         n_before = len(col.quotes)
         killed_at = time.monotonic()
         proc.proc.kill()
         wait_for(lambda: not any(client.is_fresh(t, 60) for t in tokens), ttl + 1, what="unusable")
         unusable_after = time.monotonic() - killed_at
         wait_for(
-            lambda: all((q := col.last(t)) is not None and not q.alive for t in tokens),
+            lambda: col.all_alive(tokens, False),
             max(0.1, ttl + 1 - (time.monotonic() - killed_at)),
             what="follower yields alive=False for every token",
         )
@@ -192,23 +203,17 @@ def test_sigkilled_sidecar_is_unusable_within_the_alive_ttl(
         assert {q.token for q in gone if not q.alive} == set(tokens)
         assert all(q.status == "live" and not q.usable(60) for q in gone if not q.alive)
         assert col.errors == []
-    finally:
-        col.close()
 
 
 def test_follower_rides_out_a_redis_restart(
     redis_server: RedisServer, sim: Simulator, sidecar: Callable[..., SidecarProcess], client: QuoteClient
 ) -> None:
-    tokens = new_tokens(sim, 2)
-    client.set_wanted(tokens)
-    sidecar()
-    wait_for(lambda: all(matches(q, sim) for q in client.get_many(tokens).values()), 15, what="live")
-    col = Collector(client, tokens, reconcile_s=0.5)
-    try:
-        wait_for(lambda: all((q := col.last(t)) is not None and q.alive for t in tokens), 5, what="alive")
+    tokens, _ = live_through_client(sim, sidecar, client, 2)
+    with Collector(client, tokens, reconcile_s=0.5) as col:
+        wait_for(lambda: col.all_alive(tokens, True), 5, what="alive")
         redis_server.stop()
         wait_for(
-            lambda: all((q := col.last(t)) is not None and not q.alive for t in tokens),
+            lambda: col.all_alive(tokens, False),
             3,
             what="quotes not vouched for while Redis is down",
         )
@@ -216,15 +221,7 @@ def test_follower_rides_out_a_redis_restart(
         client.set_wanted(tokens)  # an unpersisted Redis lost the set: the scheduler re-asserts it
         wait_for(lambda: all(matches(col.last(t), sim) for t in tokens), 15, what="follower live again")
         r = redis_server.client()
-        wait_for(
-            lambda: all(same_as_hash(col.last(t), hash_state(r, t)) for t in tokens),
-            3,
-            what="follower equals the hashes after the restart",
-        )
-        assert col.errors == []
-        assert seqs_never_decrease(col.quotes) == []
-    finally:
-        col.close()
+        col.ends_on_the_hashes(r, tokens, 3, "follower equals the hashes after the restart")
 
 
 def test_wait_live_gate_for_a_token_that_never_goes_live(

@@ -15,7 +15,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,14 @@ def sent_ops(sim: Simulator) -> list[dict[str, Any]]:
 
 def unsubscribed_ids(sim: Simulator) -> set[str]:
     return {t for op in sent_ops(sim) if op.get("operation") == "unsubscribe" for t in op["assets_ids"]}
+
+
+@pytest.fixture
+def listener(redis_server: RedisServer) -> Iterator[QuoteListener]:
+    """Every quote message published from before the sidecar starts (closed after the test)."""
+    watch = QuoteListener(redis_server)
+    yield watch
+    watch.close()
 
 
 def stale_since(listener: QuoteListener, token: str, index: int) -> bool:
@@ -601,114 +609,106 @@ def test_handshake_429_storm_is_paced_and_recovers(
 
 
 def test_closes_drops_and_5xx_handshakes_recover_without_touching_other_sockets(
-    redis_server: RedisServer, sim: Simulator, sidecar
+    redis_server: RedisServer, sim: Simulator, sidecar, listener: QuoteListener
 ) -> None:
-    listener = QuoteListener(redis_server)
-    try:
-        tokens, r, proc = start_live(
-            redis_server, sim, sidecar, 4, max_tokens_per_conn=4, backoff_min_s=0.2, backoff_max_s=1.0
+    tokens, r, proc = start_live(
+        redis_server, sim, sidecar, 4, max_tokens_per_conn=4, backoff_min_s=0.2, backoff_max_s=1.0
+    )
+    first = sim.conn_for(tokens[0])
+    other = sim.conn_for(tokens[4])
+    assert first is not None and other is not None and first.id != other.id
+    shard_a = sorted(first.subscribed)
+    shard_b = sorted(other.subscribed)
+
+    def fault(what: str, act: Callable[[int], None], name: str, **labels: str) -> None:
+        conn = sim.conn_for(shard_a[0])
+        assert conn is not None
+        marks = {t: len(listener.for_token(t)) for t in shard_a}
+        counted = metric(proc, name, **labels)
+        act(conn.id)
+        for t in shard_a:
+            move_truth(sim, t)  # the truth moves while the socket is gone
+        # A close or drop is seen at once: stale within a second, as in the core test.
+        wait_for(
+            lambda: all(stale_since(listener, t, marks[t]) for t in shard_a),
+            1.0,
+            interval=0.01,
+            what=f"{what}: shard tokens published stale",
         )
-        first = sim.conn_for(tokens[0])
-        other = sim.conn_for(tokens[4])
-        assert first is not None and other is not None and first.id != other.id
-        shard_a = sorted(first.subscribed)
-        shard_b = sorted(other.subscribed)
+        # Reconnect: full-jitter backoff from 0.2 s doubling to 1.0 s, at most three attempts
+        # here (two refusals), then the snapshot: about 2.2 s at worst, plus slack.
+        wait_for(lambda: all_match(r, sim, shard_a), 5, what=f"{what}: live and equal truth again")
+        wait_metric(proc, name, counted + 1, **labels)
+        new = sim.conn_for(shard_a[0])
+        assert new is not None and new.id != conn.id
 
-        def fault(what: str, act: Callable[[int], None], name: str, **labels: str) -> None:
-            conn = sim.conn_for(shard_a[0])
-            assert conn is not None
-            marks = {t: len(listener.for_token(t)) for t in shard_a}
-            counted = metric(proc, name, **labels)
-            act(conn.id)
-            for t in shard_a:
-                move_truth(sim, t)  # the truth moves while the socket is gone
-            # A close or drop is seen at once: stale within a second, as in the core test.
-            wait_for(
-                lambda: all(stale_since(listener, t, marks[t]) for t in shard_a),
-                1.0,
-                interval=0.01,
-                what=f"{what}: shard tokens published stale",
-            )
-            # Reconnect: full-jitter backoff from 0.2 s doubling to 1.0 s, at most three attempts
-            # here (two refusals), then the snapshot: about 2.2 s at worst, plus slack.
-            wait_for(lambda: all_match(r, sim, shard_a), 5, what=f"{what}: live and equal truth again")
-            wait_metric(proc, name, counted + 1, **labels)
-            new = sim.conn_for(shard_a[0])
-            assert new is not None and new.id != conn.id
+    def refuse(status: int, count: int) -> Callable[[int], None]:
+        def act(cid: int) -> None:
+            sim.reject_handshakes(status, count)
+            sim.drop(cid)
 
-        def refuse(status: int, count: int) -> Callable[[int], None]:
-            def act(cid: int) -> None:
-                sim.reject_handshakes(status, count)
-                sim.drop(cid)
+        return act
 
-            return act
+    def close(code: int) -> Callable[[int], None]:
+        return lambda cid: sim.close(cid, code, "simulated")
 
-        def close(code: int) -> Callable[[int], None]:
-            return lambda cid: sim.close(cid, code, "simulated")
-
-        fault("1008 close", close(1008), "pm_sidecar_reconnects_total", reason="close_1008")
-        fault("1011 close", close(1011), "pm_sidecar_reconnects_total", reason="close_1011")
-        fault("abrupt drop", sim.drop, "pm_sidecar_reconnects_total")
-        fault("HTTP 503 x2", refuse(503, 2), "pm_sidecar_connect_failures_total", reason="http_503")
-        fault("HTTP 500", refuse(500, 1), "pm_sidecar_connect_failures_total", reason="http_500")
-        fault("HTTP 502", refuse(502, 1), "pm_sidecar_connect_failures_total", reason="http_502")
-        assert metric(proc, "pm_sidecar_connect_failures_total", reason="http_503") == 2
-        # The other socket never noticed any of it.
-        assert sim.conn(other.id).open
-        assert sim.conn_for(shard_b[0]).id == other.id
-        assert all(not stale_since(listener, t, 0) for t in shard_b), "an unrelated shard went stale"
-        assert all_match(r, sim, tokens)
-        assert sim.violations == []
-    finally:
-        listener.close()
+    fault("1008 close", close(1008), "pm_sidecar_reconnects_total", reason="close_1008")
+    fault("1011 close", close(1011), "pm_sidecar_reconnects_total", reason="close_1011")
+    fault("abrupt drop", sim.drop, "pm_sidecar_reconnects_total")
+    fault("HTTP 503 x2", refuse(503, 2), "pm_sidecar_connect_failures_total", reason="http_503")
+    fault("HTTP 500", refuse(500, 1), "pm_sidecar_connect_failures_total", reason="http_500")
+    fault("HTTP 502", refuse(502, 1), "pm_sidecar_connect_failures_total", reason="http_502")
+    assert metric(proc, "pm_sidecar_connect_failures_total", reason="http_503") == 2
+    # The other socket never noticed any of it.
+    assert sim.conn(other.id).open
+    assert sim.conn_for(shard_b[0]).id == other.id
+    assert all(not stale_since(listener, t, 0) for t in shard_b), "an unrelated shard went stale"
+    assert all_match(r, sim, tokens)
+    assert sim.violations == []
     assert proc.terminate() == 0
 
 
 def test_half_open_invalid_operation_and_slow_frames(
-    redis_server: RedisServer, sim: Simulator, sidecar
+    redis_server: RedisServer, sim: Simulator, sidecar, listener: QuoteListener
 ) -> None:
-    listener = QuoteListener(redis_server)
-    try:
-        tokens, r, proc = start_live(
-            redis_server, sim, sidecar, 2, ping_interval_s=0.3, pong_timeout_s=1.5, silence_max_s=60
-        )
-        conn = sim.conn_for(tokens[0])
-        assert conn is not None
-        # Control texts are counted, nothing else happens.
-        sim.send_raw("INVALID OPERATION", conn.id)
-        sim.send_raw("NO NEW ASSETS", conn.id)
-        move_truth(sim, tokens[0])
-        wait_for(lambda: all_match(r, sim, tokens), 5, what="applied after INVALID OPERATION")
-        wait_metric(proc, "pm_sidecar_control_frames_total", 1, text="INVALID OPERATION")
-        wait_metric(proc, "pm_sidecar_control_frames_total", 1, text="NO NEW ASSETS")
-        assert sim.conn(conn.id).open and sim.handshakes == 1
-        assert not any(stale_since(listener, t, 0) for t in tokens)
+    tokens, r, proc = start_live(
+        redis_server, sim, sidecar, 2, ping_interval_s=0.3, pong_timeout_s=1.5, silence_max_s=60
+    )
+    conn = sim.conn_for(tokens[0])
+    assert conn is not None
+    # Control texts are counted, nothing else happens.
+    sim.send_raw("INVALID OPERATION", conn.id)
+    sim.send_raw("NO NEW ASSETS", conn.id)
+    move_truth(sim, tokens[0])
+    wait_for(lambda: all_match(r, sim, tokens), 5, what="applied after INVALID OPERATION")
+    wait_metric(proc, "pm_sidecar_control_frames_total", 1, text="INVALID OPERATION")
+    wait_metric(proc, "pm_sidecar_control_frames_total", 1, text="NO NEW ASSETS")
+    assert sim.conn(conn.id).open and sim.handshakes == 1
+    assert not any(stale_since(listener, t, 0) for t in tokens)
 
-        # Slow frames (100 ms each): late but alive, never reconnected.
-        sim.slow(conn.id, 0.1)
-        sim.start_activity(2, tokens)
-        pings = sim.conn(conn.id).pings
-        wait_for(lambda: sim.conn(conn.id).pings >= pings + 10, 10, what="3 s of PINGs on the slow socket")
-        sim.stop_activity()
-        wait_for(lambda: all_match(r, sim, tokens), 3, what="slow frames converge to truth")
-        assert sim.handshakes == 1 and metric(proc, "pm_sidecar_reconnects_total") == 0
-        sim.slow(conn.id, 0)
+    # Slow frames (100 ms each): late but alive, never reconnected.
+    sim.slow(conn.id, 0.1)
+    sim.start_activity(2, tokens)
+    pings = sim.conn(conn.id).pings
+    wait_for(lambda: sim.conn(conn.id).pings >= pings + 10, 10, what="3 s of PINGs on the slow socket")
+    sim.stop_activity()
+    wait_for(lambda: all_match(r, sim, tokens), 3, what="slow frames converge to truth")
+    assert sim.handshakes == 1 and metric(proc, "pm_sidecar_reconnects_total") == 0
+    sim.slow(conn.id, 0)
 
-        # Half-open: no FIN, no data, no PONG; found by the missing PONGs.
-        marks = {t: len(listener.for_token(t)) for t in tokens}
-        sim.half_open(conn.id)
-        lost = time.monotonic()
-        wait_for(lambda: all(stale_since(listener, t, marks[t]) for t in tokens), 5, what="stale")
-        assert time.monotonic() - lost < 1.5 + 1.0
-        for t in tokens:
-            move_truth(sim, t)
-        # First reconnect attempt within 2 x SIDECAR_BACKOFF_MIN_S (1 s), then the snapshot.
-        wait_for(lambda: all_match(r, sim, tokens), 5, what="live again on a new socket")
-        wait_metric(proc, "pm_sidecar_reconnects_total", 1, reason="pong_timeout")
-        assert sim.handshakes == 2
-        assert sim.violations == []
-    finally:
-        listener.close()
+    # Half-open: no FIN, no data, no PONG; found by the missing PONGs.
+    marks = {t: len(listener.for_token(t)) for t in tokens}
+    sim.half_open(conn.id)
+    lost = time.monotonic()
+    wait_for(lambda: all(stale_since(listener, t, marks[t]) for t in tokens), 5, what="stale")
+    assert time.monotonic() - lost < 1.5 + 1.0
+    for t in tokens:
+        move_truth(sim, t)
+    # First reconnect attempt within 2 x SIDECAR_BACKOFF_MIN_S (1 s), then the snapshot.
+    wait_for(lambda: all_match(r, sim, tokens), 5, what="live again on a new socket")
+    wait_metric(proc, "pm_sidecar_reconnects_total", 1, reason="pong_timeout")
+    assert sim.handshakes == 2
+    assert sim.violations == []
     assert proc.terminate() == 0
 
 

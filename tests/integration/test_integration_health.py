@@ -13,7 +13,7 @@ from pmsim import Simulator
 from devkit.net import http_get
 from devkit.scrape import families, metric, wait_metric
 from devkit.wait import wait_for
-from tests.integration.common import P, all_match, quote, statuses
+from tests.integration.common import P, all_match, quote, start_live, statuses
 
 pytestmark = pytest.mark.integration
 
@@ -78,16 +78,19 @@ def test_token_without_first_event_is_redriven_then_moved(redis_server, sim, sid
 
 
 def test_zombie_socket_is_replaced_and_quotes_match_truth_again(redis_server, sim, sidecar) -> None:
-    r = redis_server.client()
-    markets = [sim.add_market() for _ in range(3)]
-    tokens = [t for m in markets for t in sim.markets()[m]]
-    r.sadd(P + "desired", *tokens)
     silence_max = 6.0
     probe_timeout = 1.5
-    proc = sidecar(
-        silence_min_s=1, silence_max_s=silence_max, probe_timeout_s=probe_timeout, ping_interval_s=0.5
+    tokens, r, proc = start_live(
+        redis_server,
+        sim,
+        sidecar,
+        3,
+        timeout=15,
+        silence_min_s=1,
+        silence_max_s=silence_max,
+        probe_timeout_s=probe_timeout,
+        ping_interval_s=0.5,
     )
-    wait_for(lambda: all_match(r, sim, tokens), 15, what="live at the truth")
     sim.start_activity(60, tokens)
     # The socket's event-rate norm comes from the gaps between its own events: wait for ~2 s of them.
     wait_metric(proc, "pm_sidecar_events_total", 120, timeout=10, type="price_change")
@@ -116,13 +119,17 @@ def test_zombie_socket_is_replaced_and_quotes_match_truth_again(redis_server, si
 
 
 def test_quiet_tokens_on_a_healthy_socket_are_never_reconnected(redis_server, sim, sidecar) -> None:
-    r = redis_server.client()
-    markets = [sim.add_market() for _ in range(2)]
-    tokens = [t for m in markets for t in sim.markets()[m]]
-    r.sadd(P + "desired", *tokens)
     # Tight bounds so that a wrong design would reconnect many times within the test.
-    proc = sidecar(silence_min_s=0.5, silence_max_s=2, probe_timeout_s=2, quiet_confirm_s=1)
-    wait_for(lambda: statuses(r, tokens) == {"live"}, 10, what="live")
+    tokens, r, proc = start_live(
+        redis_server,
+        sim,
+        sidecar,
+        2,
+        silence_min_s=0.5,
+        silence_max_s=2,
+        probe_timeout_s=2,
+        quiet_confirm_s=1,
+    )
     sim.start_activity(0.2, tokens)  # one event every ~5 s across all tokens: a sleepy market
     seen: set[str] = set()
     deadline = time.monotonic() + 12
