@@ -22,11 +22,13 @@ from pmsim import messages
 import sidecar.shell.app as app
 from devkit.wait import wait_for
 from sidecar.config import Settings
+from sidecar.core.actions import MarketFetch, RestFetch
 from sidecar.shell.inbox import (
     ConnectFailed,
     DesiredChanged,
     FrameReceived,
     InboxMessage,
+    MarketAnswer,
     RestAnswer,
     SocketClosed,
     SocketOpened,
@@ -118,6 +120,37 @@ def test_each_message_reaches_its_engine_method(recorded: tuple[app.Runtime, Rec
     assert engine.calls[2][1][3] == 1235
     assert engine.calls[5][1][3] == 429 and engine.calls[6][1][3] is None  # the HTTP status
     assert rt._got_desired, "/readyz waits for the first desired set"
+
+
+def test_market_polls_go_to_the_rest_worker_and_their_answers_to_the_engine() -> None:
+    """MarketFetch is queued on the REST worker (never fetched on the loop); MarketAnswer, whole,
+    per-market None or failed, reaches engine.on_market_states with the loop's wall clock."""
+    rt = app.Runtime(settings(redis_url="redis://127.0.0.1:1/0", rest_enabled=True))
+    asked: list[tuple[str, int, list[str]]] = []
+
+    class Rest:
+        def fetch(self, request_id: int, tokens: list[str]) -> None:
+            asked.append(("books", request_id, tokens))
+
+        def fetch_markets(self, request_id: int, markets: list[str]) -> None:
+            asked.append(("markets", request_id, markets))
+
+    class Engine(RecordingEngine):
+        def take_actions(self) -> list[Any]:
+            return [MarketFetch(4, [MARKET, "0xb"]), RestFetch(5, [TOKEN])]
+
+    engine = Engine()
+    rt.engine = engine  # type: ignore[assignment]
+    rt.rest = Rest()  # type: ignore[assignment]
+    rt._carry_out()
+    assert asked == [("markets", 4, [MARKET, "0xb"]), ("books", 5, [TOKEN])]
+    markets: dict[str, Any | None] = {MARKET: {"closed": True}, "0xb": None}
+    rt._handle(MarketAnswer(4, markets), 1240)
+    rt._handle(MarketAnswer(6, None), 1241)
+    assert [(name, args[:2], args[3]) for name, args in engine.calls] == [
+        ("on_market_states", (4, markets), 1240),
+        ("on_market_states", (6, None), 1241),
+    ]
 
 
 def test_a_closed_or_failed_socket_leaves_the_runtime(recorded: tuple[app.Runtime, RecordingEngine]) -> None:
