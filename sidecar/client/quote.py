@@ -88,6 +88,9 @@ class Quote:
     alive: bool
     # Age at read time; it keeps growing after that, so it takes no part in equality.
     age_s: float | None = field(default=None, compare=False)
+    # The market's reference data when the sidecar knows it (order size floor, neg-risk market).
+    min_order_size: float | None = None
+    neg_risk: bool | None = None
 
     @property
     def live(self) -> bool:
@@ -157,4 +160,15 @@ def quote_from_fields(
         last_trade_price=_num(get("last_trade_price")),
         alive=alive_epoch is not None and epoch != "" and alive_epoch == epoch,
         age_s=None if updated_at_ms is None else max(0.0, now_s - updated_at_ms / 1000.0),
+        min_order_size=_num(get("min_order_size")),
+        neg_risk=_flag(get("neg_risk")),
     )
+
+
+def _flag(text: str | None) -> bool | None:
+    """``"true"``/``"false"`` as a bool; ``None`` when missing or anything else."""
+    if text == "true":
+        return True
+    if text == "false":
+        return False
+    return None

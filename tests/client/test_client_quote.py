@@ -32,6 +32,8 @@ def fields(**over: str) -> dict[str, str]:
         "market": "0xabc",
         "tick_size": "0.001",
         "last_trade_price": "0.512",
+        "min_order_size": "5",
+        "neg_risk": "false",
     }
     base.update(over)
     return base
@@ -58,6 +60,8 @@ def test_a_live_hash_parses_into_typed_fields() -> None:
         market="0xabc",
         last_trade_price=0.512,
         alive=True,
+        min_order_size=5.0,
+        neg_risk=False,
     )
     assert q.age_s == pytest.approx(2.5, abs=0.001)
     assert q.mid == pytest.approx(0.5125)
@@ -73,11 +77,12 @@ def test_an_empty_side_is_none_never_zero() -> None:
 
 def test_a_pending_hash_has_no_prices_age_or_trade() -> None:
     raw = fields(bid="", ask="", bid_size="", ask_size="", updated_at="", ts="", status="pending")
-    del raw["last_trade_price"], raw["tick_size"], raw["market"]
+    del raw["last_trade_price"], raw["tick_size"], raw["market"], raw["min_order_size"], raw["neg_risk"]
     q = quote_from_fields(TOKEN, raw, "e1", NOW_S)
     assert q is not None
     assert (q.bid, q.ask, q.updated_at_ms, q.age_s, q.ts_ms) == (None, None, None, None, None)
     assert (q.tick_size, q.market, q.last_trade_price) == (None, None, None)
+    assert (q.min_order_size, q.neg_risk) == (None, None)
     assert not q.usable(3600, now_s=NOW_S)
 
 
@@ -150,3 +155,13 @@ def test_client_imports_with_nothing_but_redis() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"), [("true", True), ("false", False), ("", None), ("True", None), ("1", None)]
+)
+def test_neg_risk_is_the_sidecars_true_or_false_and_nothing_else(raw: str, want: bool | None) -> None:
+    q = quote_from_fields(TOKEN, fields(neg_risk=raw, min_order_size="15"), "e1", NOW_S)
+    assert q is not None
+    assert q.neg_risk is want
+    assert q.min_order_size == 15.0
