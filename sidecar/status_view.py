@@ -53,6 +53,8 @@ class Summary:
     quote_health: float | None
     invalid_desired: int | None
     capped_desired: int | None
+    venue: str = ""  # up | degraded | down ("" from a sidecar that does not report it)
+    venue_since_ms: int | None = None
 
     @classmethod
     def parse(cls, fields: Mapping[str, str]) -> Summary | None:
@@ -76,6 +78,8 @@ class Summary:
             quote_health=number(get("quote_health"), float),
             invalid_desired=number(get("invalid_desired"), int),
             capped_desired=number(get("capped_desired"), int),
+            venue=get("venue") or "",
+            venue_since_ms=number(get("venue_since"), int),
         )
 
 
@@ -201,6 +205,9 @@ def header(snapshot: Snapshot) -> list[str]:
         )
         if s.resolved:
             second += f"  resolved {s.resolved}"
+        if s.venue and s.venue != "up":
+            since = None if s.venue_since_ms is None else (now_ms - s.venue_since_ms) / 1000
+            second += f"  VENUE {s.venue.upper()} for {fmt_duration(since)}"
     invalid = snapshot.invalid_desired
     if invalid:
         second += f"  invalid {invalid}"
@@ -310,6 +317,8 @@ def to_json(snapshot: Snapshot) -> dict[str, Any]:
             resolved=s.resolved,
             invalid_desired=s.invalid_desired,
             capped_desired=s.capped_desired,
+            venue=s.venue or None,
+            venue_since=s.venue_since_ms,
         )
     tokens: list[dict[str, object]] = []
     for row in snapshot.rows:

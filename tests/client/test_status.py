@@ -122,6 +122,15 @@ def test_header_says_alive_uptime_health_sockets_and_counts(r: fakeredis.FakeRed
     )
 
 
+def test_header_shows_the_venue_only_when_it_is_not_up(r: fakeredis.FakeRedis) -> None:
+    r.hset("pm:sidecar", mapping={"venue": "up", "venue_since": str(NOW_MS - 600_000)})
+    assert "VENUE" not in view.header(snap(r))[1]
+    r.hset("pm:sidecar", mapping={"venue": "down", "venue_since": str(NOW_MS - 65_000)})
+    assert "resyncing 1  VENUE DOWN for 1m05s  invalid 1" in view.header(snap(r))[1]
+    sidecar = view.to_json(snap(r))["sidecar"]
+    assert (sidecar["venue"], sidecar["venue_since"]) == ("down", NOW_MS - 65_000)
+
+
 def test_not_alive_header_and_exit_code_1(r: fakeredis.FakeRedis) -> None:
     r.delete("pm:sidecar:alive")
     s = snap(r)
