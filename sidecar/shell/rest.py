@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from sidecar.shell.http import Budget, HttpClient, RequestFailed
+from sidecar.shell.http import Answer, Budget, HttpClient, RequestFailed
 from sidecar.shell.inbox import MarketAnswer, Post, RestAnswer
 
 log = logging.getLogger("sidecar.shell.rest")
@@ -108,29 +108,14 @@ class RestClient:
         answer = self._http.request("GET", f"/markets/{market}")
         if answer.status == 404:
             return None
-        if answer.status != 200:
-            raise RequestFailed(f"HTTP {answer.status}")
-        try:
-            data = orjson.loads(answer.body)
-        except orjson.JSONDecodeError as exc:
-            raise RequestFailed(f"JSONDecodeError: {exc}") from None
-        if not isinstance(data, dict):
-            raise RequestFailed(f"answer is a {type(data).__name__}, not an object")
-        return data
+        return _json(answer, dict)
 
     def _fetch_books(self, tokens: list[str]) -> list[Any] | None:
         body = orjson.dumps([{"token_id": t} for t in tokens])
         try:
             answer = self._http.request("POST", "/books", body)
-            if answer.status != 200:
-                raise RequestFailed(f"HTTP {answer.status}")
-            try:
-                data = orjson.loads(answer.body)
-            except orjson.JSONDecodeError as exc:
-                raise RequestFailed(f"JSONDecodeError: {exc}") from None
-            if not isinstance(data, list):
-                raise RequestFailed(f"answer is a {type(data).__name__}, not a list")
-            return data
+            books: list[Any] = _json(answer, list)
+            return books
         except RequestFailed as exc:
             self._failed("POST /books", str(exc))
             return None
@@ -139,3 +124,18 @@ class RestClient:
         self.errors += 1
         if self.errors == 1 or self.errors % 20 == 0:
             log.warning("REST %s failed (%d so far): %s", request, self.errors, what)
+
+
+def _json(answer: Answer, kind: type) -> Any:
+    """A 200 answer's JSON body, which must be a ``kind`` (list or dict); else RequestFailed."""
+    if answer.status != 200:
+        raise RequestFailed(f"HTTP {answer.status}")
+    try:
+        data = orjson.loads(answer.body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestFailed(f"JSONDecodeError: {exc}") from None
+    if not isinstance(data, kind):
+        raise RequestFailed(
+            f"answer is a {type(data).__name__}, not {'a list' if kind is list else 'an object'}"
+        )
+    return data

@@ -23,8 +23,9 @@ import pytest
 
 from sidecar.shell import http
 from sidecar.shell.http import Budget, HttpClient, RequestFailed, retry_after_s
-from sidecar.shell.inbox import InboxMessage, MarketAnswer, RestAnswer
+from sidecar.shell.inbox import MarketAnswer, RestAnswer
 from sidecar.shell.rest import RestClient
+from tests.shell.http_stub import Posted, StubServer
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class Stub:
+class Stub(StubServer):
     """HTTP/1.1 with keep-alive: counts accepted connections, stamps every request on arrival and
     answers each with the next scripted reply (default: 200 ``[]`` for /books, a market object
     for /markets/{id})."""
@@ -84,11 +85,9 @@ class Stub:
                     conn = tls.wrap_socket(conn, server_side=True)
                 return conn, addr
 
-        self.server = Server(("127.0.0.1", 0), Handler)
+        self.serve(Server(("127.0.0.1", 0), Handler))
         scheme = "https" if tls is not None else "http"
         self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
 
     def wait_for(self, count: int, timeout: float = 10.0) -> None:
         with self.seen:
@@ -97,27 +96,12 @@ class Stub:
     def times(self) -> list[float]:
         return [t for t, _, _ in self.requests]
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
 
 @pytest.fixture
 def stub() -> Iterator[Stub]:
     s = Stub()
     yield s
     s.close()
-
-
-class Posted:
-    def __init__(self) -> None:
-        self.q: queue.SimpleQueue[InboxMessage] = queue.SimpleQueue()
-
-    def post(self, event: InboxMessage) -> None:
-        self.q.put(event)
-
-    def get(self, timeout: float = 10.0) -> InboxMessage:
-        return self.q.get(timeout=timeout)
 
 
 @pytest.fixture

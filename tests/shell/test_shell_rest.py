@@ -17,11 +17,12 @@ import pytest
 
 from devkit.net import free_port
 from sidecar.shell import http
-from sidecar.shell.inbox import InboxMessage, RestAnswer
+from sidecar.shell.inbox import RestAnswer
 from sidecar.shell.rest import RestClient
+from tests.shell.http_stub import Posted, StubServer
 
 
-class Stub:
+class Stub(StubServer):
     """POST /books: records (arrival time, body) and answers with the next scripted reply."""
 
     def __init__(self) -> None:
@@ -46,14 +47,8 @@ class Stub:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.serve(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -61,19 +56,6 @@ def stub() -> Iterator[Stub]:
     s = Stub()
     yield s
     s.close()
-
-
-class Posted:
-    def __init__(self) -> None:
-        self.q: queue.SimpleQueue[InboxMessage] = queue.SimpleQueue()
-
-    def post(self, event: InboxMessage) -> None:
-        self.q.put(event)
-
-    def get(self, timeout: float = 10.0) -> RestAnswer:
-        event = self.q.get(timeout=timeout)
-        assert isinstance(event, RestAnswer), event
-        return event
 
 
 @pytest.fixture
@@ -90,7 +72,7 @@ def test_posts_the_books_for_the_requested_tokens(stub: Stub, client: tuple[Rest
     books = [{"asset_id": "11", "bids": [], "asks": []}]
     stub.replies.put((200, json.dumps(books).encode()))
     c.fetch(42, ["11", "22"])
-    assert posted.get() == RestAnswer(42, books)
+    assert posted.answer() == RestAnswer(42, books)
     assert [(path, body) for _, path, body in stub.requests] == [
         ("/books", [{"token_id": "11"}, {"token_id": "22"}])
     ]
@@ -107,7 +89,7 @@ def test_unusable_answers_post_none_and_count(
     c, posted = client
     stub.replies.put((status, payload))
     c.fetch(1, ["11"])
-    assert posted.get() == RestAnswer(1, None)
+    assert posted.answer() == RestAnswer(1, None)
     assert c.errors == 1
 
 
@@ -117,7 +99,7 @@ def test_unreachable_server_posts_none_and_counts() -> None:
     c.start()
     try:
         c.fetch(3, ["11"])
-        assert posted.get() == RestAnswer(3, None)
+        assert posted.answer() == RestAnswer(3, None)
         assert c.errors == 1
     finally:
         c.stop()
@@ -131,7 +113,7 @@ def test_requests_never_exceed_the_budget(stub: Stub) -> None:
     try:
         for i in range(12):
             c.fetch(i, [str(i)])
-        got = [posted.get().request_id for _ in range(12)]
+        got = [posted.answer().request_id for _ in range(12)]
     finally:
         c.stop()
     assert got == list(range(12))  # in order, one answer each
@@ -154,8 +136,8 @@ def test_throttling_answer_pauses_the_next_request(
         stub.replies.put((status, b"[]"))
         c.fetch(1, ["11"])
         c.fetch(2, ["11"])
-        assert posted.get() == RestAnswer(1, None)
-        assert posted.get() == RestAnswer(2, [])
+        assert posted.answer() == RestAnswer(1, None)
+        assert posted.answer() == RestAnswer(2, [])
     finally:
         c.stop()
     (t1, _, _), (t2, _, _) = stub.requests
@@ -194,9 +176,9 @@ def test_a_cut_answer_costs_one_request_not_the_rest_thread() -> None:
     try:
         for request_id in (1, 2):
             c.fetch(request_id, ["11"])
-            assert posted.get() == RestAnswer(request_id, None)
+            assert posted.answer() == RestAnswer(request_id, None)
         c.fetch(3, ["11"])
-        assert posted.get() == RestAnswer(3, [])
+        assert posted.answer() == RestAnswer(3, [])
         assert c.errors == 2
     finally:
         c.stop()
