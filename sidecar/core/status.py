@@ -177,28 +177,23 @@ def set_status(ctx: Writable, st: TokenState, status: Status, reason: str) -> No
     An illegal change (not in :data:`TRANSITIONS`, or a reason its status never shows) raises
     :class:`IllegalTransition` under :data:`STRICT` (tests); otherwise it is counted, logged and
     applied: the quote must still tell the truth as best it knows."""
-    old = st.status
-    if old == status and st.reason == reason:
+    if st.status == status and st.reason == reason:
         return
-    if (old, status) not in TRANSITIONS or not REASONS[status].allows(reason):
-        what = f"{old}->{status}:{reason}"
-        if STRICT:
-            raise IllegalTransition(f"token {st.token}: {what}")
-        ctx.stats[Stat.ILLEGAL_TRANSITIONS, f"{old}->{status}"] += 1
-        log.error("illegal status change for token %s: %s", st.token, what)
-    st.status = status
-    st.reason = reason
-    ctx.dirty.add(st.token)
+    _change(ctx, st, st.status, status, reason)
 
 
 def start(ctx: Writable, st: TokenState, status: Status, reason: str) -> None:
     """A token entering the desired set starts in ``status`` (an ``(added)`` row of the table)
     instead of ``pending``; checked like :func:`set_status`."""
-    if (ADDED, status) not in TRANSITIONS or not REASONS[status].allows(reason):
-        what = f"{ADDED}->{status}:{reason}"
+    _change(ctx, st, ADDED, status, reason)
+
+
+def _change(ctx: Writable, st: TokenState, old: str, status: Status, reason: str) -> None:
+    if (old, status) not in TRANSITIONS or not REASONS[status].allows(reason):
+        what = f"{old}->{status}:{reason}"
         if STRICT:
             raise IllegalTransition(f"token {st.token}: {what}")
-        ctx.stats[Stat.ILLEGAL_TRANSITIONS, f"{ADDED}->{status}"] += 1
+        ctx.stats[Stat.ILLEGAL_TRANSITIONS, f"{old}->{status}"] += 1
         log.error("illegal status change for token %s: %s", st.token, what)
     st.status = status
     st.reason = reason
