@@ -18,8 +18,6 @@ import os
 import socket
 import sys
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,6 +45,9 @@ from sidecar.check_rules import (
 )
 from sidecar.config import Settings
 from sidecar.core import protocol
+from sidecar.shell.http import Budget, HttpClient, RequestFailed
+
+ONE_OFF_RPS = 1000.0  # check sends one request: the budget must not delay it
 
 
 def probe_ws(url: str, token: str | None, timeout_s: float) -> WsOutcome:
@@ -103,30 +104,19 @@ def _has_book(data: bytes, token: str) -> bool:
     )
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect is reported, not followed: urllib would turn run's POST into a body-less GET."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 def probe_rest(base_url: str, token: str | None, timeout_s: float) -> Finding:
+    """One ``POST /books`` through the sidecar's own HTTP client (redirects reported, not followed)."""
     url = base_url.rstrip("/") + "/books"
     body = orjson.dumps([{"token_id": token}] if token else [])
-    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
-    opener = urllib.request.build_opener(_NoRedirect)
+    client = HttpClient(base_url, Budget(ONE_OFF_RPS), timeout_s)
     try:
-        with opener.open(req, timeout=timeout_s) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        try:
-            raw = exc.read()
-        except OSError:
-            raw = b""
-        return rest_finding(url, exc.code, _json(raw), None, token, exc.headers.get("Location"))
-    except (OSError, ValueError) as exc:
-        return rest_finding(url, None, None, f"{type(exc).__name__}: {exc}", token)
-    return rest_finding(url, status, _json(raw), None, token)
+        answer = client.request("POST", "/books", body)
+    except RequestFailed as exc:
+        return rest_finding(url, None, None, str(exc), token)
+    finally:
+        client.close()
+    location = answer.location if not 200 <= answer.status < 300 else None
+    return rest_finding(url, answer.status, _json(answer.body), None, token, location)
 
 
 def _json(raw: bytes) -> Any:

@@ -36,6 +36,7 @@ class Answer:
 
     status: int
     body: bytes
+    location: str | None = None  # a redirect's target (redirects are reported, never followed)
 
 
 class Budget:
@@ -100,13 +101,15 @@ class HttpClient:
     :data:`THROTTLED_PAUSE_S`.
     """
 
-    def __init__(self, base_url: str, budget: Budget) -> None:
+    def __init__(self, base_url: str, budget: Budget, timeout_s: float | None = None) -> None:
+        """``timeout_s`` replaces both the connect and the read timeout (``check``'s one-off probe)."""
         self.base_url = base_url.rstrip("/")
         self.budget = budget
+        connect, read = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S) if timeout_s is None else (timeout_s, timeout_s)
         self._pool = urllib3.PoolManager(
             num_pools=2,
             maxsize=1,  # one worker thread: one connection, reused
-            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
+            timeout=urllib3.Timeout(connect=connect, read=read),
             retries=False,  # never retried here; redirects are not followed either
             ssl_context=ssl.create_default_context(),
         )
@@ -129,7 +132,7 @@ class HttpClient:
             self.budget.hold(THROTTLED_PAUSE_S if wait is None else wait)
         elif status >= 500:
             self.budget.hold(THROTTLED_PAUSE_S)
-        return Answer(status, resp.data)
+        return Answer(status, resp.data, resp.headers.get("Location"))
 
     def close(self) -> None:
         self._pool.clear()

@@ -88,3 +88,17 @@ def test_nothing_shipped_imports_the_dev_kit_or_the_tests() -> None:
         bad = [m for m in imported_modules(path) if m.split(".")[0] in ("devkit", "tests", "pmsim")]
         offenders += [f"{path.relative_to(REPO)}: {m}" for m in bad]
     assert offenders == []
+
+
+HTTP_CLIENTS = ("urllib.request", "http.client", "urllib3", "httpx", "requests", "aiohttp")
+
+
+def test_one_http_client_in_the_product() -> None:
+    """Every HTTP request the product makes (REST confirmations, market polls, check's probe) goes
+    through sidecar/shell/http.py: one place for keep-alive, timeouts, Retry-After and the budget."""
+    users = sorted(
+        str(path.relative_to(REPO))
+        for path in (REPO / "sidecar").rglob("*.py")
+        if any(m == c or m.startswith(c + ".") for m in imported_modules(path) for c in HTTP_CLIENTS)
+    )
+    assert users == ["sidecar/shell/http.py"]
