@@ -173,7 +173,10 @@ def on_connect_failed(ctx: Context, conn_id: int, reason: str, now: float, statu
     venue.shard_failed(shard.id, now)
     if venue.down:
         venue.refused += 1
-        delay = venue.probe_failed(ctx.rng, now, ctx.cfg.backoff_min_s, ctx.cfg.backoff_max_s)
+        if conn_id == venue.probe_conn:
+            delay = venue.probe_failed(ctx.rng, now, ctx.cfg.backoff_min_s, ctx.cfg.backoff_max_s)
+        else:  # a socket still connecting when the venue went down: it is not the probe
+            delay = max(0.0, venue.next_probe_at - now)
     else:
         shard.attempts += 1
         delay = health.full_jitter(ctx.rng, shard.attempts, ctx.cfg.backoff_min_s, ctx.cfg.backoff_max_s)
@@ -222,7 +225,8 @@ def lose_conn(ctx: Context, conn: Conn, reason: str, now: float) -> None:
     delay = health.full_jitter(ctx.rng, shard.attempts, ctx.cfg.backoff_min_s, ctx.cfg.backoff_max_s)
     shard.next_attempt_at = now + delay
     if venue.down:  # the probe opened and closed again: the venue is still down, said once
-        delay = venue.probe_failed(ctx.rng, now, ctx.cfg.backoff_min_s, ctx.cfg.backoff_max_s)
+        if conn.id == venue.probe_conn:
+            venue.probe_failed(ctx.rng, now, ctx.cfg.backoff_min_s, ctx.cfg.backoff_max_s)
         _stale_shard(ctx, shard, VENUE_DOWN)
         ctx.rlog.warning(f"probe_lost:{reason}", now, "probe socket %d lost: %s", conn.id, reason)
         sync_shard(ctx, shard.id, now)

@@ -295,3 +295,26 @@ def test_venue_starts_up_with_its_since_at_start() -> None:
     summary = s.engine.summary(s.wall_ms, "v")
     assert (summary["venue"], summary["venue_since"]) == ("up", str(s.wall_ms))
     assert s.now == T0
+
+
+def test_a_socket_still_connecting_when_the_venue_went_down_is_not_the_probe() -> None:
+    """Its late failure must not reset the shared probe: one probe socket at a time, always."""
+    s, x = outage_sim()
+    venue = s.engine.ctx.venue
+    x.drop_all()
+    start = s.now
+    for k in range(1, round((AFTER + 1.0) / 0.05) + 1):  # nobody answers: the reopened sockets hang
+        s.tick_at(start + k * 0.05)
+    assert venue.state is DOWN
+    stragglers = [c for c, conn in s.engine.conns.items() if conn.state == CONNECTING]
+    assert len(stragglers) == 3  # every shard reopened before the venue was judged down
+    for conn_id in stragglers:
+        s.engine.on_connect_failed(conn_id, "timeout", s.now, None)
+        s.pump()
+        t0 = s.now
+        for k in range(1, round(PROBE_MAX_S / 0.05) + 2):  # long enough for any probe wait
+            s.tick_at(t0 + k * 0.05)
+    probes = [c for c, conn in s.engine.conns.items() if c not in stragglers and conn.state == CONNECTING]
+    assert len(probes) == 1  # the first refusal queued a shard for the one probe; the others did not
+    assert venue.probe_conn == probes[0]
+    assert venue.probes == 0  # no probe has failed yet: stragglers do not grow the shared backoff
