@@ -63,7 +63,9 @@ def _frac(text: str) -> float:
 def restore(ctx: Context, saved: Mapping[str, Mapping[str, str]]) -> None:
     """Hashes read back at start-up (token -> fields), before the first desired set: a token saved
     ``resolved`` starts ``resolved`` (same reason) when added, and every token keeps its market
-    and reference data until this run learns them again."""
+    and reference data until this run learns them again. A saved resolution is taken only when
+    this run can confirm it (REST on, market known): otherwise one wrong hash would hold a token
+    ``resolved`` for the life of the process while its books arrive."""
     lc = ctx.lifecycle
     for token, fields in saved.items():
         if not isinstance(fields, Mapping):
@@ -72,7 +74,8 @@ def restore(ctx: Context, saved: Mapping[str, Mapping[str, str]]) -> None:
         tick, min_size = fields.get("tick_size") or None, fields.get("min_order_size") or None
         lc.saved[token] = Saved(market, tick, min_size, flag(fields.get("neg_risk")))
         reason = fields.get("reason", "")
-        if fields.get("status") == RESOLVED and reason and REASONS[RESOLVED].allows(reason):
+        confirmable = ctx.cfg.rest_enabled and market is not None
+        if confirmable and fields.get("status") == RESOLVED and reason and REASONS[RESOLVED].allows(reason):
             lc.resolved.setdefault(token, Closed(market, reason, confirmed=False))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import pytest
 from pmsim import messages
 
 from sidecar.core import lifecycle
@@ -260,6 +261,17 @@ def test_a_token_read_back_resolved_starts_resolved_and_its_market_is_confirmed_
     answer(s, fetch, {M1: market_obj(M1, [A, B], closed=True, winner=A)})
     assert (s.status(A), s.engine.tokens[A].reason) == ("resolved", "won")
     assert s.engine.ctx.lifecycle.resolved[A].confirmed
+
+
+@pytest.mark.parametrize(("rest", "market"), [(False, M1), (True, "")])
+def test_a_read_back_resolution_nobody_can_confirm_is_not_taken(rest: bool, market: str) -> None:
+    s = Sim(engine_cfg(rest_enabled=rest, market_poll_s=POLL_S))
+    s.engine.restore({A: saved_hash("resolved", "won", market)}, s.now, s.wall_ms)
+    writes = {w.token: w.fields for w in s.desired([A])}
+    assert writes[A]["status"] == "pending"
+    s.step(1.0)  # its socket opens and subscribes
+    s.frame(s.conn_of(A), book_ev(A, [["0.4", "10"]], [["0.6", "10"]], market=M1))
+    assert s.status(A) == "live"
 
 
 def test_a_token_read_back_resolved_whose_market_is_open_goes_back_through_pending() -> None:
