@@ -74,7 +74,7 @@ def test_venue_down_for_a_while_then_back(
     sim.venue_down(status=status, drop=True)
     wait_for(lambda: venue(r)[0] == "down", DOWN_WITHIN_S, interval=0.05, what="venue down")
     down_seen = time.monotonic() - down_at
-    assert venue(r)[1], 'venue_since is written when the venue goes down'
+    assert venue(r)[1], "venue_since is written when the venue goes down"
     since_down = int(venue(r)[1])
     wait_for(lambda: all_with(r, tokens, "stale", "venue_down"), 5, what="every token stale venue_down")
     wait_for(lambda: metric(proc, "pm_sidecar_venue_state", state="down") == 1, 3, what="metric down")
